@@ -1,0 +1,1 @@
+"""Benchmarks of sparseseg on the shared data (run with ``python -m benchmarks.NAME``)."""

@@ -1,0 +1,87 @@
+"""Shared helpers of the LTUDA benchmarks: partial datasets, training runs, Dice tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sparseseg.io import Case, read_label, read_volume, write_volume
+
+
+def write_subset(folder: Path, cases: Sequence[Case], keep: Sequence[int] | None) -> Path:
+    """Write ``cases`` as an nnU-Net dataset, zeroing every label value not in ``keep``."""
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        image = read_volume(case.image)
+        label = read_label(case.label)
+        arr = label.array.copy()
+        if keep is not None:
+            arr[~np.isin(arr, keep)] = 0
+        write_volume(folder / "imagesTr" / f"{case.name}_0000.nii.gz", image.array, image)
+        write_volume(folder / "labelsTr" / f"{case.name}.nii.gz", arr, label)
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0}}) + "\n")
+    return folder
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """3D Dice of two boolean masks (1 when both are empty)."""
+    denom = pred.sum() + ref.sum()
+    return 1.0 if denom == 0 else float(2 * (pred & ref).sum() / denom)
+
+
+def evaluate(model: Path, test: Sequence[Case], organ_values: dict[str, int],
+             out: Path) -> dict[str, float]:
+    """Predict the test cases and return the mean Dice per organ (plus ``mean``)."""
+    from sparseseg.ltuda import predict
+
+    config = json.loads((model / "config.json").read_text())
+    organs = config["organs"]
+    scores: dict[str, list[float]] = {o: [] for o in organs}
+    out.mkdir(parents=True, exist_ok=True)
+    for case in test:
+        file = predict(model=model, inputs=case.image, output=out / f"{case.name}.nii.gz",
+                       progress=False)[0]
+        pred = read_label(file).array
+        ref = read_label(case.label).array
+        for k, organ in enumerate(organs):
+            scores[organ].append(dice(pred == k + 1, ref == organ_values[organ]))
+    result = {o: float(np.mean(v)) for o, v in scores.items()}
+    result["mean"] = float(np.mean(list(result.values())))
+    return result
+
+
+def run_methods(runs: dict[str, tuple[list, str]], test: Sequence[Case],
+                organ_values: dict[str, int], work: Path, *, minutes: float, size: int,
+                base_channels: int, seed: int, csv_path: Path,
+                loss: str = "bce", components: dict[str, int] | None = None) -> list[dict]:
+    """Train each run (name -> (dataset specs, method)), evaluate, print and save a table."""
+    from sparseseg.ltuda import train
+
+    rows = []
+    for name, (specs, method) in runs.items():
+        start = time.monotonic()
+        model = train(output=work / f"model_{name}", datasets=specs, method=method,
+                      epochs=10_000, max_time=minutes, size=size,
+                      base_channels=base_channels, seed=seed, progress=False, loss=loss,
+                      components=components)
+        minutes_used = (time.monotonic() - start) / 60
+        result = evaluate(model, test, organ_values, work / f"pred_{name}")
+        rows.append({"run": name, "method": method, **result, "train_min": minutes_used})
+        print(f"{name:8s} " + " ".join(f"{k}={v:.4f}" for k, v in result.items()), flush=True)
+    keys = list(rows[0])
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    header = " | ".join(f"{k:>14s}" for k in keys)
+    print(header)
+    for row in rows:
+        print(" | ".join(f"{v:>14.4f}" if isinstance(v, float) else f"{v:>14s}"
+                         for v in row.values()))
+    return rows

@@ -1,0 +1,1 @@
+"""Command-line interface: argument parsing only; all work happens in the API functions."""

@@ -1,0 +1,116 @@
+"""``sparseseg ltuda``: train one multi-organ model from partially labeled datasets, predict."""
+
+from __future__ import annotations
+
+import argparse
+
+from sparseseg.cli.common import add_device_option, add_seed_option, quiet_parent
+
+METHODS = ("partial", "cda", "ltuda")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ltuda train`` and ``ltuda predict`` to the top-level parser."""
+    parser = subparsers.add_parser(
+        "ltuda",
+        help="multi-organ segmentation from partially labeled datasets (LTUDA)",
+        description="Train one multi-organ 2D model from datasets that each label some "
+        "organs (LTUDA), and predict with it.",
+    )
+    sub = parser.add_subparsers(dest="ltuda_command", metavar="COMMAND")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    train = sub.add_parser(
+        "train",
+        parents=[quiet_parent()],
+        help="train a model",
+        description="Train on one or more nnU-Net dataset folders; each names the organs it "
+        "labels as ORGAN=VALUE[,VALUE...]. Zeros in a dataset mean 'unknown' for the organs "
+        "it does not name.",
+    )
+    train.add_argument("-o", "--output", required=True, help="model folder to write")
+    train.add_argument(
+        "--dataset",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar="PATH ORGAN=V",
+        help="dataset folder followed by ORGAN=V[,V...] for each organ it labels "
+        "(repeat --dataset for every dataset)",
+    )
+    train.add_argument(
+        "--method", choices=METHODS, default="ltuda",
+        help="partial: partial-label loss only; cda: + mean teacher and cross-set CutMix; "
+        "ltuda: + prototype alignment (default: ltuda)",
+    )
+    train.add_argument("--epochs", type=int, default=None, help="epochs (default: API default)")
+    train.add_argument(
+        "--max-time", type=float, default=None, metavar="MINUTES",
+        help="stop after this many minutes and save the best model so far",
+    )
+    train.add_argument("--size", type=int, default=None, help="slice size for the network")
+    train.add_argument("--base-channels", type=int, default=None, help="U-Net base width")
+    train.add_argument(
+        "--val-fraction", type=float, default=None,
+        help="fraction of each training dataset's cases held out for model selection",
+    )
+    train.add_argument(
+        "--loss", choices=("bce", "bce+dice"), default="bce",
+        help="supervised loss: the paper's partial BCE, or BCE plus a partial soft Dice "
+        "(default: bce)",
+    )
+    add_device_option(train)
+    add_seed_option(train)
+    train.set_defaults(func=_train)
+
+    predict = sub.add_parser(
+        "predict",
+        parents=[quiet_parent()],
+        help="segment images with a trained model",
+        description="Segment an image, a folder of images, or a dataset folder.",
+    )
+    predict.add_argument("-m", "--model", required=True, help="model folder")
+    predict.add_argument("-i", "--input", required=True, help="image file or folder")
+    predict.add_argument(
+        "-o", "--output", required=True, help="output file (single input) or folder"
+    )
+    add_device_option(predict)
+    predict.set_defaults(func=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sparseseg.ltuda.api import train
+    from sparseseg.ltuda.spec import parse_dataset_args
+
+    datasets = parse_dataset_args(args.dataset)
+    options = {
+        "epochs": args.epochs,
+        "size": args.size,
+        "base_channels": args.base_channels,
+        "val_fraction": args.val_fraction,
+    }
+    train(
+        output=args.output,
+        datasets=datasets,
+        method=args.method,
+        loss=args.loss,
+        max_time=args.max_time,
+        device=args.device,
+        seed=args.seed,
+        progress=not getattr(args, "quiet", False),
+        **{k: v for k, v in options.items() if v is not None},
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sparseseg.ltuda.api import predict
+
+    predict(
+        model=args.model,
+        inputs=args.input,
+        output=args.output,
+        device=args.device,
+        progress=not getattr(args, "quiet", False),
+    )
+    return 0

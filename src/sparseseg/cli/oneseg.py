@@ -1,0 +1,180 @@
+"""``sparseseg oneseg train|select|propagate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sparseseg.cli.common import add_device_option, add_seed_option, quiet_parent
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``oneseg`` command group."""
+    parser = sub.add_parser(
+        "oneseg",
+        help="annotate one slice, get the whole 3D label",
+        description="OneSeg: self-supervised training on unlabeled volumes, selection of the "
+        "slice to annotate, and propagation of its label through the volume.",
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    quiet = quiet_parent()
+
+    train = verbs.add_parser(
+        "train",
+        parents=[quiet],
+        help="train on unlabeled volumes (labels are never read)",
+        description="Train OneSeg self-supervised on unlabeled volumes and write a model folder "
+        "(config.json + model.safetensors).",
+    )
+    train.add_argument(
+        "-i",
+        "--images",
+        nargs="+",
+        required=True,
+        metavar="IMAGES",
+        help="volume files, folders, or dataset folders (imagesTr/ only)",
+    )
+    train.add_argument(
+        "-o", "--output", required=True, metavar="MODEL_DIR", help="model folder to write"
+    )
+    train.add_argument("--epochs", type=int, default=6, help="epochs (default: 6)")
+    train.add_argument(
+        "--max-time",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="stop after this many minutes and save a usable model",
+    )
+    train.add_argument(
+        "--size",
+        type=int,
+        default=128,
+        help="in-plane size slices are resized to (default: 128; paper: 256)",
+    )
+    train.add_argument(
+        "--bottleneck",
+        choices=("gabor", "edge", "intensity"),
+        default="gabor",
+        help="information bottleneck (default: gabor)",
+    )
+    train.add_argument(
+        "--pairs",
+        choices=("screened", "random"),
+        default="screened",
+        help="training pairs from the screening module or random (ablation)",
+    )
+    train.add_argument(
+        "--no-scheduled-sampling",
+        dest="scheduled_sampling",
+        action="store_false",
+        help="ablation: train without scheduled sampling",
+    )
+    train.add_argument(
+        "--no-cycle",
+        dest="cycle",
+        action="store_false",
+        help="ablation: train without cycle consistency",
+    )
+    add_device_option(train)
+    add_seed_option(train)
+    train.set_defaults(func=run_train)
+
+    select = verbs.add_parser(
+        "select",
+        parents=[quiet],
+        help="which slice to annotate",
+        description="Print the index (0-based, along the third voxel axis) of the slice most "
+        "worth annotating.",
+    )
+    select.add_argument("-m", "--model", required=True, metavar="MODEL_DIR")
+    select.add_argument("-i", "--image", required=True, metavar="IMAGE")
+    select.add_argument("--json", action="store_true", help='print {"slice": K}')
+    add_device_option(select)
+    select.set_defaults(func=run_select)
+
+    prop = verbs.add_parser(
+        "propagate",
+        parents=[quiet],
+        help="propagate one annotated slice through the volume",
+        description="Propagate the labels of one annotated slice through the volume and write "
+        "the full label volume in the image's geometry.",
+    )
+    prop.add_argument("-m", "--model", required=True, metavar="MODEL_DIR")
+    prop.add_argument("-i", "--image", required=True, metavar="IMAGE")
+    prop.add_argument(
+        "-a",
+        "--annotation",
+        required=True,
+        metavar="ANNOTATION",
+        help="label volume with exactly one labeled slice, or a 2D slice with --slice",
+    )
+    prop.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="label volume to write (.nii.gz)"
+    )
+    prop.add_argument(
+        "--slice",
+        type=int,
+        default=None,
+        dest="slice_index",
+        metavar="K",
+        help="index of the annotated slice (needed for a 2D annotation)",
+    )
+    prop.add_argument(
+        "--verify", action="store_true", help="per-step verification clean-up (Sli2Vol)"
+    )
+    prop.add_argument(
+        "--no-largest-component",
+        dest="keep_largest",
+        action="store_false",
+        help="keep every 3D component, not just the largest per label",
+    )
+    add_device_option(prop)
+    prop.set_defaults(func=run_propagate)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train and report where the model went."""
+    from sparseseg.oneseg import api
+
+    api.train(
+        images=args.images,
+        output=args.output,
+        epochs=args.epochs,
+        max_time=args.max_time,
+        size=args.size,
+        device=args.device,
+        seed=args.seed,
+        bottleneck=args.bottleneck,
+        pairs=args.pairs,
+        scheduled_sampling=args.scheduled_sampling,
+        cycle=args.cycle,
+        progress=not args.quiet,
+    )
+    return 0
+
+
+def run_select(args: argparse.Namespace) -> int:
+    """Print the slice to annotate."""
+    from sparseseg.oneseg import api
+
+    index = api.select(model=args.model, image=args.image, device=args.device)
+    print(json.dumps({"slice": index}) if args.json else index)
+    return 0
+
+
+def run_propagate(args: argparse.Namespace) -> int:
+    """Propagate and write the label volume."""
+    from sparseseg.oneseg import api
+
+    api.propagate(
+        model=args.model,
+        image=args.image,
+        annotation=args.annotation,
+        output=args.output,
+        slice_index=args.slice_index,
+        verify=args.verify,
+        keep_largest=args.keep_largest,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    return 0

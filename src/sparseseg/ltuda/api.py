@@ -1,0 +1,261 @@
+"""Public API of LTUDA: :func:`train` a model folder, :func:`predict` label volumes with it.
+
+Example:
+    >>> from sparseseg.ltuda import DatasetSpec, train, predict  # doctest: +SKIP
+    >>> model = train(output="model", datasets=[
+    ...     DatasetSpec("Task03_Liver", {"liver": [1, 2]}),
+    ...     DatasetSpec("Task09_Spleen", {"spleen": [1]}),
+    ... ], max_time=30)
+    >>> predict(model=model, inputs="scans/", output="labels/")
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sparseseg.errors import InputError, SparsesegError
+from sparseseg.ltuda.spec import DatasetSpec, validate_specs
+
+log = logging.getLogger(__name__)
+
+
+def _format_dice(organs: Sequence[str], val: np.ndarray) -> str:
+    return " ".join(f"{o}={v:.3f}" for o, v in zip(organs, val, strict=True) if v == v)
+
+
+def train(
+    *,
+    output: str | Path,
+    datasets: Sequence[DatasetSpec],
+    method: str = "ltuda",
+    epochs: int = 100,
+    max_time: float | None = None,
+    size: int = 128,
+    base_channels: int = 16,
+    device: str = "auto",
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    progress: bool = True,
+    batch_size: int = 4,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    components: Mapping[str, int] | None = None,
+    loss: str = "bce",
+) -> Path:
+    """Train one multi-organ model from partially labeled datasets.
+
+    The best epoch is chosen by the mean validation Dice over organs on a held-out part of the
+    training datasets, scored with their own partial labels (never test data).
+
+    Args:
+        output: Model folder to write (``config.json``, ``model.safetensors``, ``log.csv``,
+            ``curves.png``).
+        datasets: Dataset folders and the organs each labels.
+        method: ``partial`` (baseline), ``cda`` (stage 1) or ``ltuda`` (both stages).
+        epochs: Maximum epochs (an epoch is one pass over the training slices on average).
+        max_time: Time budget in minutes; training stops and the best model is kept.
+        size: Slices are resized to ``size x size`` (paper: 256).
+        base_channels: U-Net width of the first level (paper: 64).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: Random seed.
+        val_fraction: Fraction of each dataset's cases held out for model selection.
+        progress: Show a tqdm progress bar.
+        batch_size: Slices per step (paper: 4).
+        optimizer: ``adam`` (default: learns within CPU budgets) or ``sgd`` (paper: lr 1e-3,
+            momentum 0.99, Nesterov), both with poly decay 0.9.
+        lr: Initial learning rate.
+        components: Connected components to keep per organ at prediction (default 1 each).
+        loss: ``bce`` (the paper's partial BCE) or ``bce+dice`` (adds a partial soft Dice on
+            the same known pixels; learns small structures faster).
+
+    Returns:
+        The model folder.
+
+    Raises:
+        SparsesegError: Bad dataset specs or unreadable/inconsistent data.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from sparseseg.checkpoint import save_model
+    from sparseseg.device import resolve_device
+    from sparseseg.ltuda.data import load_cases, split_validation
+    from sparseseg.ltuda.model import LTUDAModel
+    from sparseseg.ltuda.network import default_depth
+    from sparseseg.ltuda.trainer import METHODS, Trainer, TrainSettings
+
+    if method not in METHODS:
+        raise SparsesegError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    for name, value, low in (("epochs", epochs, 1), ("size", size, 8),
+                             ("base_channels", base_channels, 1), ("batch_size", batch_size, 1)):
+        if int(value) < low:
+            raise SparsesegError(f"{name} must be >= {low}, got {value}")
+    if max_time is not None and max_time <= 0:
+        raise SparsesegError(f"max_time must be positive, got {max_time}")
+    if loss not in ("bce", "bce+dice"):
+        raise SparsesegError(f"unknown loss {loss!r}; use bce or bce+dice")
+    if not 0 <= val_fraction < 1:
+        raise SparsesegError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(*d) for d in datasets]
+    organs = validate_specs(datasets)
+    components = dict(components or {})
+    unknown = set(components) - set(organs)
+    if unknown:
+        raise SparsesegError(f"components given for unknown organ(s): {sorted(unknown)}")
+    dev = resolve_device(device)
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InputError("exists and is not a folder", output)
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    cases = load_cases(datasets, organs, size)
+    train_cases, val_cases = split_validation(cases, val_fraction, rng)
+    if not val_cases:
+        log.warning("no validation cases (too few cases or val_fraction=0): keeping the last "
+                    "epoch instead of the best")
+    log.info("%d training and %d validation cases, organs: %s", len(train_cases),
+             len(val_cases), ", ".join(organs))
+    depth = default_depth(size)
+    model = LTUDAModel(n_organs=len(organs), base_channels=base_channels, depth=depth)
+    settings = TrainSettings(method=method, epochs=int(epochs), max_time=max_time,
+                             batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
+                             dice=loss == "bce+dice")
+    trainer = Trainer(model, train_cases, val_cases, settings, dev)
+    output.mkdir(parents=True, exist_ok=True)
+    config = {
+        "method": method,
+        "organs": organs,
+        "size": size,
+        "base_channels": base_channels,
+        "depth": depth,
+        "embed_dim": 64,
+        "n_prototypes": 5,
+        "temperature": model.temperature,
+        "components": {o: int(components.get(o, 1)) for o in organs},
+        "normalization": "per-volume clip to 0.5-99.5 percentiles, then z-score",
+        "slice_axis": "third voxel axis (sparseseg.io.SLICE_AXIS)",
+        "datasets": [{"path": str(d.path), "organs": d.organs} for d in datasets],
+        "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
+                     "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
+                     "val_fraction": val_fraction,
+                     "val_cases": [c.name for c in val_cases]},
+    }
+    history: list[dict] = []
+    best = {"score": -math.inf}
+    start = time.monotonic()
+    bar = tqdm(total=epochs, disable=not progress, desc=f"ltuda {method}", unit="epoch")
+
+    last = {"text": ""}
+
+    def on_step(rec: dict) -> None:
+        bar.set_postfix_str(f"epoch {rec['epoch']} step {rec['step']}/{rec['steps']} "
+                            f"loss {rec['total']:.3f} {last['text']}", refresh=False)
+
+    def on_epoch(rec: dict) -> None:
+        val = rec["val"]
+        score = float(np.nanmean(val)) if np.isfinite(val).any() else -math.inf
+        row = {"epoch": rec["epoch"], "stage": rec["stage"], "lr": rec["lr"],
+               **{k: v for k, v in rec.items() if k.startswith("loss_")},
+               **{f"val_dice_{o}": v for o, v in zip(organs, val, strict=True)},
+               "val_dice_mean": score if math.isfinite(score) else float("nan"),
+               "classifier": rec["classifier"], "elapsed_s": rec["elapsed"]}
+        history.append(row)
+        improved = score > best["score"] or not val_cases
+        if improved:
+            best.update(score=score, epoch=rec["epoch"], classifier=rec["classifier"])
+            meta = {**config, "classifier": rec["classifier"],
+                    "best_epoch": rec["epoch"],
+                    "val_dice": {o: (None if v != v else float(v))
+                                 for o, v in zip(organs, val, strict=True)}}
+            save_model(output, kind="ltuda", config=meta, state=trainer.model.state_dict())
+        _write_log(output, history, organs)
+        left = ""
+        if max_time:
+            left = f" left {max(0.0, max_time - (time.monotonic() - start) / 60):.1f} min"
+        last["text"] = f"| val {_format_dice(organs, val)}{left}"
+        bar.update(1)
+        bar.set_postfix_str(f"loss {row.get('loss_total', float('nan')):.3f} {last['text']}")
+        log.debug("epoch %d: %s", rec["epoch"], row)
+
+    try:
+        trainer.run(on_epoch, on_step if progress else None)
+    finally:
+        bar.close()
+    log.info("best epoch %s (validation mean Dice %.3f, %s classifier); model in %s",
+             best.get("epoch"), best["score"], best.get("classifier"), output)
+    return output
+
+
+def _write_log(output: Path, history: list[dict], organs: Sequence[str]) -> None:
+    from sparseseg.io import atomic_path
+    from sparseseg.ltuda.curves import plot_curves
+
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with atomic_path(output / "log.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    losses = {k[5:]: [r.get(k, float("nan")) for r in history]
+              for k in keys if k.startswith("loss_")}
+    scores = {k[9:]: [r[k] for r in history] for k in keys if k.startswith("val_dice_")}
+    with atomic_path(output / "curves.png") as tmp:
+        plot_curves(tmp, losses, scores)
+
+
+def predict(
+    *,
+    model: str | Path,
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[Path]:
+    """Segment volumes with a trained model; write label maps in each input's geometry.
+
+    Output label ``k`` (1-based) is the ``k``-th organ of ``config.json``'s ``organs``.
+
+    Args:
+        model: Model folder written by :func:`train`.
+        inputs: An image file, a folder of images, or a dataset folder (``imagesTr/``).
+        output: Output file when there is a single input file and the name has a volume
+            extension, else a folder (created) receiving ``CASE.nii.gz`` files.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        progress: Show a progress bar.
+
+    Returns:
+        The written files.
+    """
+    from tqdm.auto import tqdm
+
+    from sparseseg.device import resolve_device
+    from sparseseg.io import find_cases, read_volume, write_volume
+    from sparseseg.io.formats import is_volume_file
+    from sparseseg.ltuda.predictor import load_ltuda, segment_volume
+
+    dev = resolve_device(device)
+    config, net = load_ltuda(model, dev)
+    cases = find_cases(inputs)
+    output = Path(output)
+    single_file = len(cases) == 1 and is_volume_file(output) and not output.is_dir()
+    if not single_file:
+        if output.exists() and not output.is_dir():
+            raise InputError("exists and is not a folder (several inputs need a folder)", output)
+        output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for case in tqdm(cases, disable=not progress, desc="ltuda predict", unit="volume"):
+        volume = read_volume(case.image)
+        labels = segment_volume(net, volume, config, dev)
+        target = output if single_file else output / f"{case.name}.nii.gz"
+        written.append(write_volume(target, labels, volume, dtype=np.uint8))
+        log.info("%s -> %s", case.image, target)
+    return written

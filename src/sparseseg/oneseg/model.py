@@ -1,0 +1,99 @@
+"""A trained OneSeg model: network, preprocessing settings, and its model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparseseg.checkpoint import load_model, save_model
+from sparseseg.errors import InputError, ModelError
+from sparseseg.io.axes import SLICE_AXIS
+from sparseseg.oneseg.network import NetworkConfig, OneSegNet
+from sparseseg.oneseg.preprocess import volume_to_slices
+
+KIND = "oneseg"
+MIN_SLICE_PIXELS = 8
+"""Smallest in-plane size (pixels per side) a volume may have."""
+
+
+class OneSegModel:
+    """The feature extractor with the slice size it was trained at.
+
+    Args:
+        net: The network.
+        size: In-plane size slices are resized to.
+        device: Where to compute.
+        extra: Other settings to keep in ``config.json`` (training record).
+    """
+
+    def __init__(
+        self,
+        net: OneSegNet,
+        *,
+        size: int,
+        device: torch.device | str = "cpu",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.size = int(size)
+        self.extra = dict(extra or {})
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``folder`` atomically."""
+        config = {"size": self.size, "network": self.net.config.to_dict(), **self.extra}
+        return save_model(folder, kind=KIND, config=config, state=self.net.state_dict())
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: torch.device | str = "cpu") -> OneSegModel:
+        """Load a model folder (safetensors + JSON; nothing is unpickled or executed).
+
+        Raises:
+            ModelError: The folder is missing, corrupt, of another kind, or does not match
+                the network its config describes.
+        """
+        config, state = load_model(folder, kind=KIND)
+        try:
+            net_config = NetworkConfig.from_dict(config["network"])
+            net = OneSegNet(net_config)
+            net.load_state_dict(state, strict=True)
+            size = int(config["size"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            message = str(exc).strip().splitlines()[0][:200]
+            raise ModelError(f"config and weights do not match ({message})", folder) from None
+        extra = {k: v for k, v in config.items() if k not in {"size", "network"}}
+        return cls(net, size=size, device=device, extra=extra)
+
+    # ----------------------------------------------------------------- features
+    def check_volume(self, array: np.ndarray, path: str | Path | None = None) -> None:
+        """Refuse arrays the network cannot use (not 3D, or too small in-plane)."""
+        if array.ndim != 3:
+            raise InputError(f"is {array.ndim}D; expected a 3D volume", path)
+        plane = [s for i, s in enumerate(array.shape) if i != SLICE_AXIS]
+        if min(plane) < MIN_SLICE_PIXELS or array.shape[SLICE_AXIS] < 1:
+            raise InputError(
+                f"volume of shape {array.shape} is too small (slices need at least "
+                f"{MIN_SLICE_PIXELS} x {MIN_SLICE_PIXELS} pixels)",
+                path,
+            )
+
+    @torch.no_grad()
+    def slice_tensors(self, array: np.ndarray) -> torch.Tensor:
+        """Normalised, resized slices ``(N, 1, S, S)`` on the model's device."""
+        return volume_to_slices(array, size=self.size).to(self.device)
+
+    @torch.no_grad()
+    def features(self, slices: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
+        """Dense features ``(N, E, S/4, S/4)`` of prepared slices."""
+        self.net.eval()
+        return self.net.embed_slices(slices, batch_size=batch_size)
+
+    @staticmethod
+    def pooled(features: torch.Tensor, grid: int = 4) -> np.ndarray:
+        """Slice descriptors for screening: features average-pooled to ``grid x grid``."""
+        return F.adaptive_avg_pool2d(features, grid).flatten(1).cpu().numpy()

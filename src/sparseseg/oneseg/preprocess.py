@@ -1,0 +1,50 @@
+"""Intensity normalisation and resizing shared by training and inference.
+
+Intensities are clipped to the volume's own 0.5-99.5 percentiles (over voxels above the 0.5th
+percentile, so a CT's air or an MRI's empty background does not dominate) and scaled to
+``[0, 1]``. That treats CT in Hounsfield units and MRI of any scale alike, with no window to
+choose. Slices are resized to ``size x size`` for the network; results go back to the native
+grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparseseg.io.axes import SLICE_AXIS, to_slices
+
+
+def normalise_intensity(array: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Clip to the volume's percentiles and scale to ``[0, 1]`` (float32).
+
+    Args:
+        array: Any-scale image.
+        low: Lower percentile.
+        high: Upper percentile.
+    """
+    arr = np.asarray(array, np.float32)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return np.zeros_like(arr)
+    sample = finite if finite.size <= 2_000_000 else finite[:: finite.size // 2_000_000 + 1]
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
+    if hi - lo < 1e-6:
+        return np.zeros_like(arr)
+    out = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def volume_to_slices(array: np.ndarray, *, size: int, axis: int = SLICE_AXIS) -> torch.Tensor:
+    """Normalise a volume and return its slices resized for the network: ``(N, 1, S, S)``."""
+    slices = torch.from_numpy(np.ascontiguousarray(to_slices(normalise_intensity(array), axis)))
+    return resize_slices(slices[:, None], size)
+
+
+def resize_slices(slices: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(N, C, H, W)`` slices (no-op when already that size)."""
+    target = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(slices.shape[-2:]) == target:
+        return slices
+    return F.interpolate(slices, size=target, mode="bilinear", align_corners=False)

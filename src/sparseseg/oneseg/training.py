@@ -1,0 +1,274 @@
+"""Self-supervised training of the OneSeg reconstruction network.
+
+Each epoch re-screens every training volume with the current network (K-means representative
+sets, Eq. 2-4) to get the training pairs, then trains the network to reconstruct a target slice
+from a reference slice by local attention (Eq. 8-9), with scheduled sampling (Eq. 10, weight
+annealed 0.9 -> 0.5) and cycle consistency (Eq. 11-12, weights 0.9 / 0.1). Adam, learning rate
+halved every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparseseg.oneseg.model import OneSegModel
+from sparseseg.oneseg.network import NetworkConfig, OneSegNet
+from sparseseg.oneseg.screening import random_pairs, representative_set, screened_pairs
+
+log = logging.getLogger(__name__)
+
+PAIR_MODES = ("screened", "random")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (recorded in the model's ``config.json``).
+
+    Args:
+        epochs: Number of epochs.
+        pairs_per_epoch: Training samples drawn per epoch.
+        batch_size: Samples per optimiser step.
+        lr: Initial Adam learning rate (halved every epoch).
+        size: In-plane size slices are resized to.
+        clusters: K of the K-means screening.
+        pairs: ``screened`` (OneSeg) or ``random`` (ablation).
+        scheduled_sampling: Use scheduled sampling.
+        ss_start: Initial probability of the true reference.
+        ss_end: Final probability of the true reference.
+        cycle: Use cycle consistency.
+        cycle_weight: Weight of the cycle loss (forward gets ``1 - cycle_weight``).
+        max_time: Stop after this many minutes (``None``: no limit).
+        seed: Random seed.
+    """
+
+    epochs: int = 6
+    pairs_per_epoch: int = 1024
+    batch_size: int = 16
+    lr: float = 1e-4
+    size: int = 128
+    clusters: int = 10
+    pairs: str = "screened"
+    scheduled_sampling: bool = True
+    ss_start: float = 0.9
+    ss_end: float = 0.5
+    cycle: bool = True
+    cycle_weight: float = 0.1
+    max_time: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class TrainState:
+    """Progress reported to the callback after every step."""
+
+    epoch: int
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    ss_weight: float
+    elapsed: float
+
+
+def scheduled_weight(progress: float, start: float = 0.9, end: float = 0.5) -> float:
+    """Probability of the true reference at training progress in ``[0, 1]`` (linear)."""
+    progress = min(max(progress, 0.0), 1.0)
+    return start + (end - start) * progress
+
+
+def _augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Same random flip and gamma for all slices of one sample: ``(B, T, 1, S, S)``."""
+    out = batch.clone()
+    for b in range(out.shape[0]):
+        if rng.random() < 0.5:
+            out[b] = out[b].flip(-1)
+        if rng.random() < 0.5:
+            out[b] = out[b].flip(-2)
+        gamma = float(np.exp(rng.uniform(-0.3, 0.3)))
+        out[b] = out[b].clamp_min(0).pow(gamma)
+    return out
+
+
+def _triples(pairs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Turn a chain of pairs into (previous, reference, target) triples.
+
+    The previous slice feeds scheduled sampling: the reference is then replaced by its own
+    reconstruction from the previous slice. The first pair of a chain uses the reference itself.
+    """
+    triples = []
+    for i, (ref, tgt) in enumerate(pairs):
+        prev = pairs[i - 1][0] if i > 0 and pairs[i - 1][1] == ref else ref
+        triples.append((prev, ref, tgt))
+    return triples
+
+
+def reconstruction_loss(
+    net: OneSegNet,
+    prev: torch.Tensor,
+    ref: torch.Tensor,
+    tgt: torch.Tensor,
+    *,
+    ss_weight: float | None,
+    cycle_weight: float | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """OneSeg's training loss for a batch of (previous, reference, target) slices.
+
+    Args:
+        net: The network.
+        prev: Previous slices ``(B, 1, S, S)`` (for scheduled sampling).
+        ref: Reference slices.
+        tgt: Target slices.
+        ss_weight: Probability of the true reference (``None``: no scheduled sampling).
+        cycle_weight: Weight of the cycle loss (``None``: no cycle consistency).
+        generator: Random generator for the scheduled-sampling draws.
+
+    Returns:
+        Scalar loss.
+    """
+    b = ref.shape[0]
+    feats = net(torch.cat([prev, ref, tgt]))
+    f_prev, f_ref, f_tgt = feats[:b], feats[b : 2 * b], feats[2 * b :]
+    stride = net.stride
+    v_prev, v_ref, v_tgt = (F.avg_pool2d(x, stride) for x in (prev, ref, tgt))
+    # First step of the chain (previous -> reference) is itself a training pair.
+    ref_hat = net.copy(f_ref, f_prev, v_prev)
+    first = F.smooth_l1_loss(ref_hat, v_ref, beta=0.05)
+    values = v_ref
+    if ss_weight is not None:
+        keep = torch.rand(b, 1, 1, 1, generator=generator) < ss_weight
+        values = torch.where(keep.to(ref.device), v_ref, ref_hat.detach())
+    tgt_hat = net.copy(f_tgt, f_ref, values)
+    forward = 0.5 * (first + F.smooth_l1_loss(tgt_hat, v_tgt, beta=0.05))
+    if cycle_weight is None:
+        return forward
+    ref_back = net.copy(f_ref, f_tgt, tgt_hat)
+    cycle = F.smooth_l1_loss(ref_back, v_ref, beta=0.05)
+    return (1.0 - cycle_weight) * forward + cycle_weight * cycle
+
+
+class OneSegTrainer:
+    """Train a OneSeg network on unlabeled volumes.
+
+    Args:
+        volumes: Prepared volumes, each ``(N_i, 1, S, S)`` (see ``preprocess.volume_to_slices``).
+        network: Network settings.
+        config: Training settings.
+        device: Where to train.
+    """
+
+    def __init__(
+        self,
+        volumes: list[torch.Tensor],
+        *,
+        network: NetworkConfig,
+        config: TrainConfig,
+        device: torch.device,
+    ) -> None:
+        self.volumes = [v for v in volumes if len(v) >= 2]
+        if not self.volumes:
+            raise ValueError("training needs at least one volume with two or more slices")
+        self.config = config
+        self.device = device
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.net = OneSegNet(network).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=0.5)
+        self.steps_per_epoch = max(1, config.pairs_per_epoch // config.batch_size)
+
+    def screen(self) -> list[list[tuple[int, int]]]:
+        """Training pairs of every volume for this epoch."""
+        cfg = self.config
+        all_pairs = []
+        for idx, vol in enumerate(self.volumes):
+            if cfg.pairs == "random":
+                all_pairs.append(random_pairs(len(vol), max(2, cfg.clusters), self.rng))
+                continue
+            self.net.eval()
+            feats = self.net.embed_slices(vol.to(self.device))
+            pooled = OneSegModel.pooled(feats)
+            reps = representative_set(pooled, clusters=cfg.clusters, seed=cfg.seed + idx)
+            pairs = screened_pairs(reps)
+            if not pairs:  # a single cluster: fall back to neighbours
+                pairs = random_pairs(len(vol), 2, self.rng, max_gap=1)
+            all_pairs.append(pairs)
+        return all_pairs
+
+    def _sample_batch(
+        self, triples: list[list[tuple[int, int, int]]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        usable = [i for i, t in enumerate(triples) if t]
+        batch = []
+        for _ in range(cfg.batch_size):
+            v = usable[int(self.rng.integers(len(usable)))]
+            prev, ref, tgt = triples[v][int(self.rng.integers(len(triples[v])))]
+            vol = self.volumes[v]
+            batch.append(torch.stack([vol[prev], vol[ref], vol[tgt]]))
+        x = _augment(torch.stack(batch), self.rng).to(self.device)
+        return x[:, 0], x[:, 1], x[:, 2]
+
+    def fit(self, callback: Callable[[TrainState], None] | None = None) -> OneSegNet:
+        """Run training; returns the trained network (also on ``self.net``)."""
+        cfg = self.config
+        start = time.monotonic()
+        total = cfg.epochs * self.steps_per_epoch
+        deadline = None if cfg.max_time is None else start + 60.0 * cfg.max_time
+        step = 0
+        for epoch in range(cfg.epochs):
+            pairs = self.screen()
+            # Both directions of every chain: propagation runs both ways at test time.
+            triples = [_triples(p) + _triples([(b, a) for a, b in reversed(p)]) for p in pairs]
+            self.net.train()
+            for _ in range(self.steps_per_epoch):
+                elapsed = time.monotonic() - start
+                progress = step / max(1, total)
+                if cfg.max_time:
+                    progress = max(progress, elapsed / (60.0 * cfg.max_time))
+                w = scheduled_weight(progress, cfg.ss_start, cfg.ss_end)
+                prev, ref, tgt = self._sample_batch(triples)
+                loss = reconstruction_loss(
+                    self.net,
+                    prev,
+                    ref,
+                    tgt,
+                    ss_weight=w if cfg.scheduled_sampling else None,
+                    cycle_weight=cfg.cycle_weight if cfg.cycle else None,
+                    generator=self.generator,
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                step += 1
+                if callback is not None:
+                    callback(
+                        TrainState(
+                            epoch=epoch + 1,
+                            step=step,
+                            total_steps=total,
+                            loss=float(loss),
+                            lr=self.optimizer.param_groups[0]["lr"],
+                            ss_weight=w,
+                            elapsed=time.monotonic() - start,
+                        )
+                    )
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.info("max time reached after %d steps (epoch %d)", step, epoch + 1)
+                    self.net.eval()
+                    return self.net
+            self.scheduler.step()
+        self.net.eval()
+        return self.net
+
+    def record(self) -> dict:
+        """Training settings for ``config.json``."""
+        return asdict(self.config)

@@ -1,0 +1,78 @@
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from sparseseg.errors import InputError, SparsesegError
+from sparseseg.io import read_label, read_volume, write_volume
+from sparseseg.ltuda import DatasetSpec, predict, train
+
+
+@pytest.mark.parametrize("method", ["partial", "ltuda"])
+def test_train_then_predict(tmp_path, phantom_sets, method):
+    liver_set, other_set = phantom_sets
+    specs = [DatasetSpec(liver_set, {"liver": [1]}),
+             DatasetSpec(other_set, {"spleen": [2], "kidney": [3]})]
+    model = train(output=tmp_path / "model", datasets=specs, method=method, epochs=2, size=32,
+                  base_channels=8, progress=False, val_fraction=0.34)
+    config = json.loads((model / "config.json").read_text())
+    assert config["kind"] == "ltuda" and config["organs"] == ["liver", "spleen", "kidney"]
+    assert config["classifier"] in ("linear", "unlabeled")
+    assert (model / "model.safetensors").exists() and (model / "curves.png").exists()
+    rows = list(csv.DictReader((model / "log.csv").read_text().splitlines()))
+    assert len(rows) == 2 and "val_dice_liver" in rows[0]
+    if method == "ltuda":
+        assert rows[-1]["stage"] == "2" and float(rows[-1]["loss_proto"]) > 0
+
+    image = liver_set / "imagesTr" / "phantom_000_0000.nii.gz"
+    out = predict(model=model, inputs=image, output=tmp_path / "seg.nii.gz", progress=False)
+    assert out == [tmp_path / "seg.nii.gz"]
+    seg, ref = read_label(out[0]), read_volume(image)
+    assert seg.same_geometry(ref)
+    assert set(np.unique(seg.array)) <= {0, 1, 2, 3}
+
+    many = predict(model=model, inputs=other_set, output=tmp_path / "segs", progress=False)
+    assert sorted(p.name for p in many) == [f"phantom_00{i}.nii.gz" for i in range(3)]
+
+
+def test_max_time_stops_and_saves(tmp_path, phantom_sets):
+    full = DatasetSpec(phantom_sets[0], {"liver": [1], "spleen": [2], "kidney": [3],
+                                         "pancreas": [4]})
+    model = train(output=tmp_path / "m", datasets=[full], method="cda", epochs=1000,
+                  max_time=0.02, size=16, base_channels=4, progress=False)
+    rows = list(csv.DictReader((model / "log.csv").read_text().splitlines()))
+    assert 1 <= len(rows) < 1000
+    assert (model / "model.safetensors").exists()
+
+
+def test_bad_inputs(tmp_path, phantom_sets, caplog):
+    liver_set = phantom_sets[0]
+    kw = {"output": tmp_path / "m", "epochs": 1, "size": 16, "base_channels": 4,
+          "progress": False}
+    with pytest.raises(InputError, match="no such file"):
+        train(datasets=[DatasetSpec(tmp_path / "missing", {"liver": [1]})], **kw)
+    with pytest.raises(InputError, match="both"):
+        train(datasets=[DatasetSpec(liver_set, {"liver": [1], "spleen": [1]})], **kw)
+    with pytest.raises(SparsesegError, match="method"):
+        train(datasets=[DatasetSpec(liver_set, {"liver": [1]})], method="x", **kw)
+
+    bad = tmp_path / "bad"
+    (bad / "imagesTr").mkdir(parents=True)
+    (bad / "labelsTr").mkdir()
+    image = read_volume(liver_set / "imagesTr" / "phantom_000_0000.nii.gz")
+    write_volume(bad / "imagesTr" / "x_0000.nii.gz", image.array, image)
+    with pytest.raises(InputError, match="no label"):
+        train(datasets=[DatasetSpec(bad, {"liver": [1]})], **kw)
+    small = image.array[:, :, :3]
+    from sparseseg.io import Volume
+    ref = Volume(small, image.spacing, image.origin, image.direction)
+    write_volume(bad / "labelsTr" / "x.nii.gz", (small > 0).astype(np.uint8), ref)
+    with pytest.raises(InputError, match="differs from label shape"):
+        train(datasets=[DatasetSpec(bad, {"liver": [1]})], **kw)
+
+    with caplog.at_level(logging.WARNING):
+        train(datasets=[DatasetSpec(liver_set, {"liver": [1], "tumour": [9]})], **kw)
+    assert any("never occur" in r.getMessage() and "tumour" in r.getMessage()
+               for r in caplog.records)

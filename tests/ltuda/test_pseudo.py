@@ -1,0 +1,31 @@
+import torch
+
+from sparseseg.ltuda.pseudo import merge_pseudo_labels
+
+
+def _pixels(*values):
+    return torch.tensor(values, dtype=torch.float32).T.reshape(1, -1, 1, len(values))
+
+
+def test_merge_keeps_teacher_for_unlabeled_and_gt_for_labeled():
+    # 3 organs, 4 pixels; the sample's dataset labels organ 1 only.
+    probs = _pixels(
+        [0.9, 0.1, 0.1],  # teacher: organ 1, GT says not organ 1 -> background
+        [0.1, 0.8, 0.3],  # teacher: organ 2 (unlabeled) -> kept
+        [0.2, 0.9, 0.1],  # teacher: organ 2, but GT organ 1 -> organ 1
+        [0.3, 0.2, 0.4],  # teacher: background -> background
+    )
+    gt = _pixels([0, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0])
+    out = merge_pseudo_labels(probs, gt, torch.tensor([[1.0, 0.0, 0.0]]))
+    expected = _pixels([0, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0])
+    assert torch.equal(out, expected)
+    assert out.sum(dim=1).max() <= 1  # exclusive
+
+
+def test_fully_labeled_sample_equals_ground_truth():
+    probs = torch.rand(2, 2, 5, 5)
+    gt = torch.zeros(2, 2, 5, 5)
+    gt[:, 0, :2] = 1
+    gt[:, 1, 3:] = 1
+    out = merge_pseudo_labels(probs, gt, torch.ones(2, 2))
+    assert torch.equal(out, gt)

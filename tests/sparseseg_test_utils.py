@@ -1,0 +1,36 @@
+"""Helpers shared by the foundation tests (importable: ``tests/`` is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = (REPO_ROOT / "../shared/data").resolve()
+"""Real volumes (nnU-Net layout), read in place; tests using them skip when absent."""
+
+def real_case(folder: str, pattern: str = "*") -> tuple[Path, Path]:
+    """First ``(image, label)`` pair of a real dataset folder whose case matches ``pattern``."""
+    root = REAL_DATA / folder
+    labels = sorted((root / "labelsTr").glob(f"{pattern}.nii.gz"))
+    if not labels:
+        pytest.skip(f"no label matching {pattern!r} in {root}")
+    label = labels[0]
+    image = root / "imagesTr" / label.name.replace(".nii.gz", "_0000.nii.gz")
+    return image, label
+
+
+def random_blob(
+    shape: tuple[int, int, int], rng: np.random.Generator, *, n_balls: int = 4
+) -> np.ndarray:
+    """A union of random balls: an irregular, possibly multi-component mask."""
+    grid = np.indices(shape).astype(float)
+    mask = np.zeros(shape, bool)
+    for _ in range(n_balls):
+        centre = rng.uniform(0.2, 0.8, 3) * np.array(shape)
+        radius = rng.uniform(0.1, 0.3) * min(shape)
+        dist = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+        mask |= dist <= radius**2
+    return mask
