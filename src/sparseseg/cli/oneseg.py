@@ -99,7 +99,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Propagate the labels of one annotated slice through the volume and write "
         "the full label volume in the image's geometry.",
     )
-    prop.add_argument("-m", "--model", required=True, metavar="MODEL_DIR")
+    prop.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
+                      help="OneSeg model folder (not needed for --method registration|copy)")
+    prop.add_argument("--method", choices=("oneseg", "registration", "copy"), default="oneseg",
+                      help="propagator: oneseg (default), registration (chained demons) or copy")
     prop.add_argument("-i", "--image", required=True, metavar="IMAGE")
     prop.add_argument(
         "-a",
@@ -174,6 +177,7 @@ def run_propagate(args: argparse.Namespace) -> int:
         slice_index=args.slice_index,
         verify=args.verify,
         keep_largest=args.keep_largest,
+        method=args.method,
         device=args.device,
         progress=not args.quiet,
     )

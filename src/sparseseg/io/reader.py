@@ -22,7 +22,7 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     except RuntimeError as exc:  # pragma: no cover - GDCM failure on unreadable folder
         raise InputError(f"cannot scan for DICOM series ({_first_line(exc)})", folder) from None
     if not series:
-        raise InputError("folder holds no DICOM series", folder)
+        raise InputError("folder holds no DICOM series (nor any volume file)", folder)
     if len(series) > 1:
         raise InputError(
             f"folder holds {len(series)} DICOM series; give a folder with exactly one", folder

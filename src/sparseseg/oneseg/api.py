@@ -25,8 +25,9 @@ from sparseseg.io.dataset import find_cases
 from sparseseg.io.reader import read_volume
 from sparseseg.io.volume import Volume
 from sparseseg.io.writer import write_volume
-from sparseseg.oneseg.annotation import read_annotation
-from sparseseg.oneseg.model import OneSegModel
+from sparseseg.oneseg.annotation import annotated_slice, read_annotation
+from sparseseg.oneseg.baselines import METHODS, propagate_baseline
+from sparseseg.oneseg.model import OneSegModel, check_volume
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.preprocess import volume_to_slices
 from sparseseg.oneseg.propagation import propagate_labels
@@ -161,7 +162,7 @@ def select(*, model: PathLike | OneSegModel, image: PathLike | Volume, device: s
     """
     net = _as_model(model, device)
     vol = _as_volume(image)
-    net.check_volume(vol.array, vol.path)
+    check_volume(vol.array, vol.path)
     slices = net.slice_tensors(vol.array)
     pooled = net.pooled(net.features(slices))
     # Slices with almost no structure (outside the body) may not win.
@@ -172,20 +173,21 @@ def select(*, model: PathLike | OneSegModel, image: PathLike | Volume, device: s
 
 def propagate(
     *,
-    model: PathLike | OneSegModel,
+    model: PathLike | OneSegModel | None = None,
     image: PathLike | Volume,
     annotation: PathLike | Volume | np.ndarray,
     output: PathLike | None = None,
     slice_index: int | None = None,
     verify: bool = False,
     keep_largest: bool = True,
+    method: str = "oneseg",
     device: str = "auto",
     progress: bool = False,
 ) -> Volume:
     """Propagate one annotated slice through the whole volume.
 
     Args:
-        model: Model folder or loaded model.
+        model: Model folder or loaded model (OneSeg only; baselines need none).
         image: Volume file or loaded volume.
         annotation: Label volume with exactly one labeled slice, a 2D label file or array
             (then ``slice_index`` is required).
@@ -193,6 +195,8 @@ def propagate(
         slice_index: Index of the annotated slice along the slice axis.
         verify: Sli2Vol's per-step verification clean-up.
         keep_largest: Keep the largest 3D component of each label.
+        method: ``oneseg``, or a training-free baseline: ``registration`` (chained demons)
+            or ``copy``.
         device: Where to compute.
         progress: Show a progress bar.
 
@@ -202,18 +206,18 @@ def propagate(
     Raises:
         InputError: Bad annotation or volume (see the CLI docs).
     """
-    net = _as_model(model, device)
+    if method not in METHODS:
+        raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
+    if method == "oneseg" and model is None:
+        raise InputError("OneSeg propagation needs a model folder (-m MODEL_DIR)")
     vol = _as_volume(image)
-    net.check_volume(vol.array, vol.path)
-    if isinstance(annotation, np.ndarray):
-        ann_vol = Volume(annotation, vol.spacing, vol.origin, vol.direction)
-        from sparseseg.oneseg.annotation import annotated_slice
-
+    check_volume(vol.array, vol.path)
+    net = _as_model(model, device) if method == "oneseg" else None
+    if isinstance(annotation, (np.ndarray, Volume)):
+        ann_vol = annotation
+        if isinstance(annotation, np.ndarray):
+            ann_vol = Volume(annotation, vol.spacing, vol.origin, vol.direction)
         index, labels = annotated_slice(ann_vol, vol, index=slice_index)
-    elif isinstance(annotation, Volume):
-        from sparseseg.oneseg.annotation import annotated_slice
-
-        index, labels = annotated_slice(annotation, vol, index=slice_index)
     else:
         index, labels = read_annotation(annotation, vol, index=slice_index)
     n = vol.shape[SLICE_AXIS]
@@ -223,16 +227,12 @@ def propagate(
             bar.n = done
             bar.refresh()
 
-        with torch.inference_mode():
-            result = propagate_labels(
-                net,
-                vol.array,
-                labels,
-                index,
-                verify=verify,
-                keep_largest=keep_largest,
-                progress=tick,
-            )
+        options = {"verify": verify, "keep_largest": keep_largest, "progress": tick}
+        if net is None:
+            result = propagate_baseline(method, vol.array, labels, index, **options)
+        else:
+            with torch.inference_mode():
+                result = propagate_labels(net, vol.array, labels, index, **options)
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)

@@ -4,6 +4,12 @@ For each target pixel ``i`` the weights ``A_ij = softmax_j(<q_i, k_j> / T)`` run
 reference pixels ``j`` in a ``P x P`` window around ``i``; the output is
 ``sum_j A_ij * v_j``. The same module copies intensities in training and one-hot labels at test.
 Window offsets that fall outside the image get ``-inf`` (they take no weight), not zero padding.
+
+Two vectorised implementations give the same result. For small feature maps (up to
+:data:`DENSE_MAX_PIXELS` pixels) all pairwise dot products are one batched matrix product and
+pixels outside the window are masked with ``-inf``; on a CPU that is several times faster than
+gathering windows. Larger maps gather each pixel's window with ``unfold``, whose memory grows
+with the window instead of with the square of the image.
 """
 
 from __future__ import annotations
@@ -11,6 +17,49 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+DENSE_MAX_PIXELS = 2304
+"""Largest ``H * W`` handled by the dense path (48 x 48)."""
+
+
+def _window_mask(h: int, w: int, radius: int, device: torch.device) -> torch.Tensor:
+    """``(H*W, H*W)`` mask, True where pixel ``j`` lies in the window of pixel ``i``."""
+    ii, jj = torch.meshgrid(
+        torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+    )
+    ii, jj = ii.reshape(-1), jj.reshape(-1)
+    return ((ii[:, None] - ii[None, :]).abs() <= radius) & (
+        (jj[:, None] - jj[None, :]).abs() <= radius
+    )
+
+
+def dense_local_copy(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    values: torch.Tensor,
+    *,
+    radius: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Local attention copy by one masked matrix product (small feature maps).
+
+    Args:
+        query: Target features ``(B, C, H, W)``.
+        key: Reference features ``(B, C, H, W)``.
+        values: Reference values ``(B, D, H, W)``.
+        radius: Window radius.
+        temperature: Softmax temperature.
+
+    Returns:
+        ``(B, D, H, W)``.
+    """
+    b, c, h, w = query.shape
+    logits = torch.bmm(query.reshape(b, c, h * w).transpose(1, 2), key.reshape(b, c, h * w))
+    logits = logits / temperature
+    logits = logits.masked_fill(~_window_mask(h, w, radius, query.device), float("-inf"))
+    weights = torch.softmax(logits, dim=2)  # (B, target, reference)
+    out = torch.bmm(values.reshape(b, values.shape[1], h * w), weights.transpose(1, 2))
+    return out.view(b, values.shape[1], h, w)
 
 
 def _window_valid(h: int, w: int, radius: int, device: torch.device) -> torch.Tensor:
@@ -69,6 +118,11 @@ class LocalAttentionCopy(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Copy ``values`` (on the reference grid) onto the target grid."""
+        h, w = query.shape[-2:]
+        if h * w <= DENSE_MAX_PIXELS:
+            return dense_local_copy(
+                query, key, values, radius=self.radius, temperature=self.temperature
+            )
         weights = local_attention_weights(
             query, key, radius=self.radius, temperature=self.temperature
         )

@@ -44,7 +44,7 @@ def gabor_kernels(scales: int = 4, orientations: int = 4) -> torch.Tensor:
             yr = -xx * math.sin(theta) + yy * math.cos(theta)
             envelope = torch.exp(-(xr**2 + (0.5 * yr) ** 2) / (2 * sigma**2))
             kernel = envelope * torch.cos(2 * math.pi * xr / wavelength)
-            kernel = kernel - (kernel * envelope).sum() / envelope.sum() * envelope
+            kernel = kernel - kernel.sum() / envelope.sum() * envelope
             kernels.append(kernel / kernel.abs().sum())
     return torch.stack(kernels)[:, None].float()
 

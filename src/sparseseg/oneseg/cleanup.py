@@ -3,7 +3,8 @@
 * :func:`verify_slice`: Sli2Vol's per-step verification. A newly propagated pixel is kept only
   if its intensity is closer to the previous mask's mean than to the mean of a ring around the
   previous mask; holes are then filled and specks removed by a binary opening.
-* :func:`largest_component`: keep, per label, the largest 3D connected component.
+* :func:`largest_component`: keep, per label, the largest 3D connected component (or those
+  touching the annotation).
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ def verify_slice(
     return opened if opened.any() else out
 
 
-def largest_component(label: np.ndarray, values: list[int] | None = None) -> np.ndarray:
+def largest_component(
+    label: np.ndarray, values: list[int] | None = None, *, anchor: np.ndarray | None = None
+) -> np.ndarray:
     """Keep, for each label value, only its largest 3D (26-connected) component.
 
     Args:
         label: Label volume.
         values: Label values to clean (default: all non-zero values present).
+        anchor: Optional label volume of pixels known to be right (the annotated slice). For
+            each value, every component touching its anchor pixels is kept instead of only the
+            largest one, so annotated structures (two kidneys under one label) survive.
 
     Returns:
         A cleaned copy.
@@ -66,7 +72,13 @@ def largest_component(label: np.ndarray, values: list[int] | None = None) -> np.
         comps, n = ndimage.label(mask, structure=structure)
         if n <= 1:
             continue
-        sizes = np.bincount(comps.ravel())
-        sizes[0] = 0
-        out[mask & (comps != int(np.argmax(sizes)))] = 0
+        keep = np.zeros(n + 1, bool)
+        if anchor is not None:
+            keep[np.unique(comps[(anchor == v) & mask])] = True
+            keep[0] = False
+        if not keep.any():
+            sizes = np.bincount(comps.ravel())
+            sizes[0] = 0
+            keep[int(np.argmax(sizes))] = True
+        out[mask & ~keep[comps]] = 0
     return out

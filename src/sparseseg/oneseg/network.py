@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sparseseg.oneseg.attention import LocalAttentionCopy
@@ -21,20 +22,22 @@ class NetworkConfig:
         scales: Gabor scales.
         orientations: Gabor orientations.
         stages: ResNet-18 stages kept.
-        width: First-stage channels.
+        width: First-stage channels (ResNet-18: 64; the default 32 halves every stage,
+            about 2.5x faster to train on a CPU).
         embedding: Feature channels used for attention.
         radius: Attention window radius (P = 2 * radius + 1).
-        temperature: Attention softmax temperature.
+        temperature: Attention softmax temperature (features are L2-normalised, so the
+            dot products are cosine similarities in ``[-1, 1]``).
     """
 
     bottleneck: str = "gabor"
     scales: int = 4
     orientations: int = 4
     stages: int = 2
-    width: int = 64
+    width: int = 32
     embedding: int = 64
     radius: int = 6
-    temperature: float = 1.0
+    temperature: float = 0.05
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
@@ -71,8 +74,12 @@ class OneSegNet(nn.Module):
         self.stride = self.encoder.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Features of normalised slices: ``(B, 1, H, W)`` -> ``(B, E, H/4, W/4)``."""
-        return self.encoder(self.bottleneck(x))
+        """Unit-length features of normalised slices: ``(B, 1, H, W)`` -> ``(B, E, H/4, W/4)``.
+
+        L2 normalisation makes a pixel most similar to itself, so a sharp softmax copies
+        rather than blurs; raw dot products favour whichever neighbour has the largest norm.
+        """
+        return F.normalize(self.encoder(self.bottleneck(x)), dim=1)
 
     @torch.no_grad()
     def embed_slices(self, slices: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:

@@ -30,8 +30,11 @@ def normalise_intensity(array: np.ndarray, *, low: float = 0.5, high: float = 99
         return np.zeros_like(arr)
     sample = finite if finite.size <= 2_000_000 else finite[:: finite.size // 2_000_000 + 1]
     lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
-    if hi - lo < 1e-6:
-        return np.zeros_like(arr)
+    # Percentiles of the foreground only: air in CT or empty MRI background would otherwise
+    # squeeze every tissue into a narrow band.
+    foreground = sample[sample > lo + 0.05 * (hi - lo)]
+    if foreground.size > 0.05 * sample.size:
+        lo, hi = (float(v) for v in np.percentile(foreground, [low, high]))
     out = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo)
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 

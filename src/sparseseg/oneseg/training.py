@@ -49,8 +49,8 @@ class TrainConfig:
     """
 
     epochs: int = 6
-    pairs_per_epoch: int = 1024
-    batch_size: int = 16
+    pairs_per_epoch: int = 1600
+    batch_size: int = 8
     lr: float = 1e-4
     size: int = 128
     clusters: int = 10
@@ -255,7 +255,7 @@ class OneSegTrainer:
                             epoch=epoch + 1,
                             step=step,
                             total_steps=total,
-                            loss=float(loss),
+                            loss=loss.item(),
                             lr=self.optimizer.param_groups[0]["lr"],
                             ss_weight=w,
                             elapsed=time.monotonic() - start,
