@@ -51,3 +51,42 @@ def test_assign_returns_index_within_class_and_loss_is_finite():
     loss = prototype_loss(flat, targets, index)
     loss.backward()
     assert torch.isfinite(loss) and emb4.grad.abs().sum() > 0
+
+
+def _clusters(centres: torch.Tensor, per: int, noise: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    pts = centres.repeat_interleave(per, 0) + noise * torch.randn(len(centres) * per,
+                                                                  centres.shape[1], generator=g)
+    return F.normalize(pts, dim=1)
+
+
+def test_initialize_puts_prototypes_on_their_class_features():
+    g = torch.Generator().manual_seed(1)
+    # Two sub-clusters per class, classes in different directions; class 2 has no pixels.
+    centres = F.normalize(torch.randn(3, 2, 16, generator=g), dim=-1)
+    emb = torch.cat([_clusters(centres[c], 200, 0.05, seed=c) for c in range(2)])
+    targets = torch.repeat_interleave(torch.arange(2), 400)
+    clf = PrototypeClassifier(n_classes=3, dim=16, n_prototypes=4)
+    before = clf.prototypes.clone()
+    done = clf.initialize(emb, targets, generator=g)
+    assert done == [0, 1]
+    assert torch.allclose(clf.prototypes.norm(dim=-1), torch.ones(3, 4), atol=1e-5)
+    assert torch.equal(clf.prototypes[2], before[2])  # absent class untouched
+    for c in range(2):
+        # Every prototype of class c lies near one of its sub-clusters, far from the other class.
+        own = (clf.prototypes[c] @ centres[c].t()).amax(dim=1)
+        other = (clf.prototypes[c] @ centres[1 - c].t()).amax(dim=1)
+        assert (own > 0.95).all() and (other < own - 0.3).all()
+        # Both sub-clusters get a prototype (balanced assignment, no collapse onto one).
+        assert ((clf.prototypes[c] @ centres[c].t()).amax(dim=0) > 0.95).all()
+    # The classifier is usable at once: it classifies the pixels it was built from.
+    logits, _ = clf(emb.t().reshape(1, 16, 1, -1))
+    assert (logits.argmax(1).flatten()[: 800] == targets).float().mean() > 0.99
+
+
+def test_initialize_with_fewer_pixels_than_prototypes():
+    clf = PrototypeClassifier(n_classes=2, dim=4, n_prototypes=5)
+    emb = F.normalize(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]), dim=1)
+    assert clf.initialize(emb, torch.tensor([1, 1])) == [1]
+    sims = clf.prototypes[1] @ emb.t()
+    assert torch.isfinite(clf.prototypes).all() and (sims.amax(dim=1) > 0.99).all()

@@ -52,7 +52,10 @@ def train(
     """Train one multi-organ model from partially labeled datasets.
 
     The best epoch is chosen by the mean validation Dice over organs on a held-out part of the
-    training datasets, scored with their own partial labels (never test data).
+    training datasets, scored with their own partial labels (never test data). In stage 2 of
+    ``ltuda`` each epoch validates the linear, labeled-prototype and unlabeled-prototype
+    classifiers; the best one is used and recorded in ``config.json["classifier"]``
+    (``log.csv`` keeps each one's mean Dice as ``val_mean_<classifier>``).
 
     Args:
         output: Model folder to write (``config.json``, ``model.safetensors``, ``log.csv``,
@@ -166,6 +169,8 @@ def train(
                **{k: v for k, v in rec.items() if k.startswith("loss_")},
                **{f"val_dice_{o}": v for o, v in zip(organs, val, strict=True)},
                "val_dice_mean": score if math.isfinite(score) else float("nan"),
+               **{f"val_mean_{c}": (v if math.isfinite(v) else float("nan"))
+                  for c, v in rec.get("val_by_classifier", {}).items()},
                "classifier": rec["classifier"], "elapsed_s": rec["elapsed"]}
         history.append(row)
         improved = score > best["score"] or not val_cases

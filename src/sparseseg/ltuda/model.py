@@ -54,12 +54,25 @@ class LTUDAModel(nn.Module):
         probabilities, so the argmax is the threshold classifier (Eq. 2) and the scores can be
         resized before deciding. For the prototype classifiers: softmax of cosine logits.
         """
+        return self.all_class_scores(x, (classifier,))[classifier]
+
+    def all_class_scores(self, x: torch.Tensor,
+                         classifiers: tuple[str, ...] = CLASSIFIERS) -> dict[str, torch.Tensor]:
+        """:meth:`class_scores` of several classifiers from one U-Net pass."""
+        unknown = [c for c in classifiers if c not in CLASSIFIERS]
+        if unknown:
+            raise ValueError(f"unknown classifier {unknown[0]!r}; use one of {CLASSIFIERS}")
         logits, features = self.unet(x)
-        if classifier == "linear":
-            probs = torch.sigmoid(logits)
-            return torch.cat([torch.full_like(probs[:, :1], 0.5), probs], dim=1)
-        if classifier not in CLASSIFIERS:
-            raise ValueError(f"unknown classifier {classifier!r}; use one of {CLASSIFIERS}")
-        clf = self.proto_labeled if classifier == "labeled" else self.proto_unlabeled
-        proto_logits, _ = clf(self.projection(features))
-        return torch.softmax(proto_logits / self.temperature, dim=1)
+        out = {}
+        emb = None
+        for classifier in classifiers:
+            if classifier == "linear":
+                probs = torch.sigmoid(logits)
+                out[classifier] = torch.cat([torch.full_like(probs[:, :1], 0.5), probs], dim=1)
+                continue
+            if emb is None:
+                emb = self.projection(features)
+            clf = self.proto_labeled if classifier == "labeled" else self.proto_unlabeled
+            proto_logits, _ = clf(emb)
+            out[classifier] = torch.softmax(proto_logits / self.temperature, dim=1)
+        return out

@@ -90,6 +90,56 @@ class PrototypeClassifier(nn.Module):
         return sims.amax(dim=2), sims
 
     @torch.no_grad()
+    def initialize(
+        self,
+        embeddings: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        iterations: int = 10,
+        max_pixels: int = 4096,
+        generator: torch.Generator | None = None,
+    ) -> list[int]:
+        """Set each present class's prototypes to balanced K-means centres of its pixels.
+
+        Spherical K-means whose assignment step is the same Sinkhorn-Knopp balancing as in
+        training, so every prototype gets a share of the class's pixels. Classes without pixels
+        keep their current prototypes. Call it once at the start of stage 2 so the classifier
+        is meaningful from its first step (random prototypes with momentum 0.999 barely move).
+
+        Args:
+            embeddings: ``(N, D)`` unit-norm pixel embeddings.
+            targets: ``(N,)`` class of each pixel.
+            iterations: K-means iterations.
+            max_pixels: Pixels sampled per class (for speed).
+            generator: Random generator for the subsample and the initial centres.
+
+        Returns:
+            The classes whose prototypes were set.
+        """
+        done = []
+        m = self.n_prototypes
+        for c in targets.unique().tolist():
+            if not 0 <= c < self.n_classes:
+                continue
+            x = embeddings[targets == c]
+            if x.shape[0] > max_pixels:
+                x = x[torch.randperm(x.shape[0], generator=generator)[:max_pixels].to(x.device)]
+            start = torch.randint(0, x.shape[0], (m,), generator=generator).to(x.device)
+            if x.shape[0] >= m:
+                start = torch.randperm(x.shape[0], generator=generator)[:m].to(x.device)
+            centres = x[start].clone()
+            for _ in range(iterations):
+                q = sinkhorn(x @ centres.t(), iterations=self.sinkhorn_iterations,
+                             epsilon=self.sinkhorn_epsilon)
+                index = q.argmax(dim=1)
+                sums = torch.zeros_like(centres).index_add_(0, index, x)
+                hit = torch.bincount(index, minlength=m) > 0
+                centres[hit] = F.normalize(sums[hit], dim=1)
+            self.prototypes[c] = F.normalize(centres, dim=1).to(self.prototypes.dtype)
+            done.append(int(c))
+        return done
+
+    @torch.no_grad()
     def assign(
         self, embeddings: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:

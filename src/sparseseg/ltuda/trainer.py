@@ -7,7 +7,11 @@
   partial labels.
 * ``ltuda``: ``cda`` for the first ``stage1_fraction`` of the run (epochs or time), then stage 2
   continues from the stage-1 student and adds the projection head and the labeled- and
-  unlabeled-prototype classifiers, all supervised by the merged pseudo-labels.
+  unlabeled-prototype classifiers, all supervised by the merged pseudo-labels. At the switch,
+  each class's prototypes are initialised by balanced (Sinkhorn) K-means on the embeddings of
+  that class's pixels (merged pseudo-labels of a few batches), then updated by momentum as in
+  the paper: random prototypes with momentum 0.999 never become usable within a CPU budget.
+  Every stage-2 epoch validates all three classifiers; the best one is reported (and saved).
 
 Optimiser: SGD (lr 1e-3, momentum 0.99, Nesterov, poly 0.9) as in the paper, or Adam (lr 1e-3,
 poly 0.9), which learns much faster within the few CPU minutes of a benchmark and is the
@@ -40,7 +44,7 @@ from sparseseg.ltuda.augment import (
 from sparseseg.ltuda.classify import organs_to_classes
 from sparseseg.ltuda.data import SliceCase, SliceSampler
 from sparseseg.ltuda.losses import supervised_loss
-from sparseseg.ltuda.model import LTUDAModel
+from sparseseg.ltuda.model import CLASSIFIERS, LTUDAModel
 from sparseseg.ltuda.prototypes import prototype_loss
 from sparseseg.ltuda.pseudo import merge_pseudo_labels
 
@@ -101,14 +105,36 @@ def predict_slices(model: LTUDAModel, image: np.ndarray, classifier: str,
 def validate(model: LTUDAModel, cases: list[SliceCase], classifier: str,
              device: torch.device) -> np.ndarray:
     """Mean Dice per organ over the validation cases that label it (NaN if none)."""
+    return validate_all(model, cases, (classifier,), device)[classifier]
+
+
+@torch.no_grad()
+def validate_all(model: LTUDAModel, cases: list[SliceCase], classifiers: tuple[str, ...],
+                 device: torch.device, batch: int = 16) -> dict[str, np.ndarray]:
+    """:func:`validate` of several classifiers, sharing one U-Net pass per batch."""
     n = model.n_organs
-    scores: list[list[float]] = [[] for _ in range(n)]
+    model.eval()
+    scores = {c: [[] for _ in range(n)] for c in classifiers}
     for case in cases:
-        pred = predict_slices(model, case.image, classifier, device).argmax(1).numpy()
-        for k, d in enumerate(dice_per_organ(pred, case.target, case.labeled)):
-            if d == d:
-                scores[k].append(d)
-    return np.array([np.mean(s) if s else np.nan for s in scores])
+        preds: dict[str, list[np.ndarray]] = {c: [] for c in classifiers}
+        for i in range(0, case.image.shape[0], batch):
+            x = torch.from_numpy(np.ascontiguousarray(case.image[i:i + batch]))[:, None]
+            out = model.all_class_scores(x.float().to(device), classifiers)
+            for c in classifiers:
+                preds[c].append(out[c].argmax(1).cpu().numpy())
+        for c in classifiers:
+            pred = np.concatenate(preds[c])
+            for k, d in enumerate(dice_per_organ(pred, case.target, case.labeled)):
+                if d == d:
+                    scores[c][k].append(d)
+    return {c: np.array([np.mean(v) if v else np.nan for v in scores[c]])
+            for c in classifiers}
+
+
+def mean_score(val: np.ndarray) -> float:
+    """Mean Dice over the organs that have a score (``-inf`` when none has)."""
+    finite = val[np.isfinite(val)]
+    return float(finite.mean()) if finite.size else -np.inf
 
 
 class Trainer:
@@ -241,17 +267,65 @@ class Trainer:
         return lr
 
     def start_stage2(self) -> None:
-        """Switch to stage 2, continuing from the current (stage-1) student."""
+        """Switch to stage 2, continuing from the current (stage-1) student.
+
+        The projection head joins the existing optimiser (its state for the U-Net is kept, so
+        the stage-1 weights are not kicked by a fresh Adam), and both prototype classifiers are
+        initialised from the embeddings of pixels of each class (:meth:`init_prototypes`).
+        """
         self.stage = 2
-        self.optimizer = self._make_optimizer(stage=2)
+        group = dict(self.optimizer.param_groups[0])
+        group["params"] = list(self.model.projection.parameters())
+        self.optimizer.add_param_group(group)
+        self.init_prototypes()
         log.info("stage 2 (prototype alignment) from step %d", self.step)
+
+    @torch.no_grad()
+    def init_prototypes(self, n_batches: int | None = None) -> None:
+        """Initialise each class's prototypes from projected features of that class's pixels.
+
+        Takes ``n_batches`` training batches (weak views), labels their pixels with the merged
+        pseudo-labels (teacher on the weak view + partial ground truth), and runs balanced
+        spherical K-means per class (:meth:`PrototypeClassifier.initialize`): the labeled
+        classifier from background and ground-truth organ pixels, the unlabeled one from
+        background and teacher-labeled organ pixels (falling back to all pixels of a class
+        that has none of its own kind).
+        """
+        model, dev = self.model, self.device
+        n_batches = n_batches or int(self.settings.extra.get("proto_init_batches", 8))
+        model.train()  # the same normalisation as the stage-2 steps (warms the head's BN)
+        embs, targets, gts = [], [], []
+        for _ in range(n_batches):
+            x, y, m = (t.to(dev) for t in self.sampler.batch())
+            xw, yw = apply_affine(weak_params(x.shape[0], generator=self.generator), x, y)
+            teacher = self.teacher if self.teacher is not None else model.unet
+            pseudo = merge_pseudo_labels(torch.sigmoid(teacher(xw)[0]), yw, m)
+            _, features = model(xw)
+            emb = model.projection(features)
+            mask = m[:, :, None, None].expand_as(pseudo) if m.ndim == 2 else m
+            embs.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))
+            targets.append(organs_to_classes(pseudo).reshape(-1))
+            gts.append(((mask * pseudo).amax(dim=1) > 0.5).reshape(-1))
+        emb, target, from_gt = torch.cat(embs), torch.cat(targets), torch.cat(gts)
+        organ = target > 0
+        for clf, own in ((model.proto_labeled, ~organ | from_gt),
+                         (model.proto_unlabeled, ~organ | ~from_gt)):
+            use = own.clone()
+            for c in target.unique().tolist():
+                cls = target == c
+                if not (cls & own).any():
+                    use |= cls
+            done = clf.initialize(emb[use], target[use], generator=self.generator)
+            log.info("prototypes initialised for classes %s", done)
 
     def run(self, on_epoch: Callable[[dict], None],
             on_step: Callable[[dict], None] | None = None) -> None:
         """Train until the epochs or the time budget run out, calling ``on_epoch`` each epoch.
 
         ``on_epoch`` receives a record with ``epoch``, ``stage``, ``lr``, mean losses,
-        ``val`` (Dice per organ), ``classifier`` and ``elapsed``.
+        ``val`` (Dice per organ of the best-validating classifier), ``classifier`` (its name:
+        ``linear`` in stage 1; in stage 2 the best of linear, labeled and unlabeled),
+        ``val_by_classifier`` (mean Dice of each classifier validated) and ``elapsed``.
         """
         s = self.settings
         start = time.monotonic()
@@ -277,12 +351,18 @@ class Trainer:
                     stop = True
                     break
             n = i + 1
-            classifier = "unlabeled" if self.stage == 2 else "linear"
-            val = validate(self.model, self.val_cases, classifier, self.device)
+            classifiers = CLASSIFIERS if self.stage == 2 else ("linear",)
+            vals = validate_all(self.model, self.val_cases, classifiers, self.device)
+            # The classifier that validates best (ties: the first of linear, labeled,
+            # unlabeled); without any score, the paper's test-time choice (unlabeled in stage 2).
+            classifier = max(classifiers, key=lambda c: mean_score(vals[c]))
+            if not np.isfinite(mean_score(vals[classifier])):
+                classifier = classifiers[-1]
             on_epoch({
                 "epoch": epoch, "stage": self.stage, "lr": lr,
                 **{f"loss_{k}": v / n for k, v in sums.items()},
-                "val": val, "classifier": classifier,
+                "val": vals[classifier], "classifier": classifier,
+                "val_by_classifier": {c: mean_score(v) for c, v in vals.items()},
                 "elapsed": time.monotonic() - start,
             })
             if stop:

@@ -112,6 +112,14 @@ class OneSegModel:
         return self.net.embed_slices(slices, batch_size=batch_size)
 
     @staticmethod
-    def pooled(features: torch.Tensor, grid: int = 4) -> np.ndarray:
-        """Slice descriptors for screening: features average-pooled to ``grid x grid``."""
-        return F.adaptive_avg_pool2d(features, grid).flatten(1).cpu().numpy()
+    def pooled(features: torch.Tensor, grid: int | None = None) -> np.ndarray:
+        """Slice descriptors for screening: feature maps flattened, optionally average-pooled
+        to ``grid x grid`` first.
+
+        The cosine similarity of two flattened maps compares slices location by location, as
+        Eq. 2 and 5 of the paper write it; pooling to a coarse grid discards the layout and
+        (measured on LeftAtrium) moves the selected slice out of the organ far more often.
+        """
+        if grid is not None:
+            features = F.adaptive_avg_pool2d(features, grid)
+        return features.flatten(1).cpu().numpy()

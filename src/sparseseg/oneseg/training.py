@@ -195,7 +195,8 @@ class OneSegTrainer:
                 continue
             self.net.eval()
             feats = self.net.embed_slices(vol.to(self.device))
-            pooled = OneSegModel.pooled(feats)
+            # K-means on 8 x 8 pooled maps: the full maps would make clustering slow.
+            pooled = OneSegModel.pooled(feats, grid=8)
             reps = representative_set(pooled, clusters=cfg.clusters, seed=cfg.seed + idx)
             pairs = screened_pairs(reps)
             if not pairs:  # a single cluster: fall back to neighbours

@@ -1,0 +1,79 @@
+import csv
+import json
+
+import numpy as np
+import torch
+
+from sparseseg.ltuda import DatasetSpec, train
+from sparseseg.ltuda import trainer as trainer_module
+from sparseseg.ltuda.classify import organs_to_classes
+from sparseseg.ltuda.data import load_cases
+from sparseseg.ltuda.model import LTUDAModel
+from sparseseg.ltuda.pseudo import merge_pseudo_labels
+from sparseseg.ltuda.trainer import Trainer, TrainSettings
+
+ORGANS = ["liver", "spleen", "kidney"]
+
+
+def _specs(phantom_sets):
+    liver_set, other_set = phantom_sets
+    return [DatasetSpec(liver_set, {"liver": [1]}),
+            DatasetSpec(other_set, {"spleen": [2], "kidney": [3]})]
+
+
+def test_stage2_prototypes_start_from_class_features(phantom_sets):
+    torch.manual_seed(0)
+    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
+    model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
+    trainer = Trainer(model, cases, [], TrainSettings(method="ltuda", seed=0),
+                      torch.device("cpu"))
+    for _ in range(3):
+        trainer.train_step()
+    random_protos = model.proto_unlabeled.prototypes.clone()
+    trainer.start_stage2()
+    assert trainer.stage == 2
+    assert len(trainer.optimizer.param_groups) == 2  # projection head joined, U-Net state kept
+    assert not torch.equal(model.proto_unlabeled.prototypes, random_protos)
+
+    # Embed fresh pixels: each class's prototypes lie on that class's pixels (random unit
+    # vectors in 64-d would have cosine about 0 with them).
+    x, y, m = trainer.sampler.batch()
+    with torch.no_grad():
+        pseudo = merge_pseudo_labels(torch.sigmoid(trainer.teacher(x)[0]), y, m)
+        emb = model.projection(model(x)[1])
+    target = organs_to_classes(pseudo).flatten()
+    flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+    assert len(target.unique()) >= 3
+    for clf in (model.proto_labeled, model.proto_unlabeled):
+        for c in target.unique().tolist():
+            own = (flat[target == c] @ clf.prototypes[c].t()).amax(dim=1).mean()
+            rand = (flat[target == c] @ random_protos[c].t()).amax(dim=1).mean()
+            assert own > 0.6 and own > rand + 0.4, (c, own, rand)
+
+
+def test_best_classifier_is_saved_and_recorded(tmp_path, phantom_sets, monkeypatch):
+    fake = {"linear": 0.5, "labeled": 0.9, "unlabeled": 0.7}
+
+    def validate_all(model, cases, classifiers, device, batch=16):
+        return {c: np.full(model.n_organs, fake[c]) for c in classifiers}
+
+    monkeypatch.setattr(trainer_module, "validate_all", validate_all)
+    model = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="ltuda",
+                  epochs=2, size=32, base_channels=8, progress=False, val_fraction=0.34)
+    config = json.loads((model / "config.json").read_text())
+    assert config["classifier"] == "labeled" and config["best_epoch"] == 2
+    assert config["val_dice"]["liver"] == 0.9
+    rows = list(csv.DictReader((model / "log.csv").read_text().splitlines()))
+    assert [r["classifier"] for r in rows] == ["linear", "labeled"]
+    assert abs(float(rows[1]["val_mean_unlabeled"]) - 0.7) < 1e-9
+    assert abs(float(rows[1]["val_mean_linear"]) - 0.5) < 1e-9
+
+
+def test_validate_all_matches_single_classifier_validation(phantom_sets):
+    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
+    model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
+    both = trainer_module.validate_all(model, cases[:2], ("linear", "unlabeled"),
+                                       torch.device("cpu"))
+    for name, val in both.items():
+        alone = trainer_module.validate(model, cases[:2], name, torch.device("cpu"))
+        np.testing.assert_allclose(val, alone)
