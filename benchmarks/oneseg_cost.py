@@ -1,9 +1,9 @@
 """Cost of propagation: seconds per volume and peak memory, by volume size and method.
 
 Each measurement runs in a fresh subprocess (so peak resident memory is that of one
-propagation, reading and writing included) on a generated phantom of the given size, with an
-untrained network of the default architecture (cost does not depend on the weights). Prints a
-table and writes ``oneseg_cost.csv``.
+propagation, reading and writing included) on a generated smooth random volume of the given
+size, with an untrained network of the default architecture (cost does not depend on the
+weights). Prints a table and writes ``oneseg_cost.csv``.
 
 Run from the repository root::
 
@@ -23,25 +23,10 @@ from pathlib import Path
 
 WORKER = r"""
 import json, resource, sys, time
-import numpy as np, torch
-from scipy import ndimage
-torch.set_num_threads(int(sys.argv[4]))
+import torch
+torch.set_num_threads(int(sys.argv[3]))
 from sparseseg import oneseg
-from sparseseg.io import read_volume, write_volume
-shape = tuple(int(v) for v in sys.argv[1].split("x"))
-method, folder = sys.argv[2], sys.argv[3]
-rng = np.random.default_rng(0)
-image = ndimage.zoom(rng.normal(size=tuple(max(4, s // 8) for s in shape)), 8, order=1)
-image = np.ascontiguousarray(image[: shape[0], : shape[1], : shape[2]], dtype=np.float32)
-ii, jj = np.ogrid[: shape[0], : shape[1]]
-disc = (ii - shape[0] / 2) ** 2 + (jj - shape[1] / 2) ** 2 <= (min(shape[:2]) / 5) ** 2
-ann = np.zeros(shape, np.uint8)
-ann[:, :, shape[2] // 2] = disc
-from sparseseg.io.volume import Volume
-ref = Volume(image, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
-write_volume(f"{folder}/image.nii.gz", image, ref)
-write_volume(f"{folder}/ann.nii.gz", ann, ref)
-del image, ann, ref
+method, folder = sys.argv[1], sys.argv[2]
 start = time.monotonic()
 oneseg.propagate(model=f"{folder}/model" if method == "oneseg" else None,
                  image=f"{folder}/image.nii.gz", annotation=f"{folder}/ann.nii.gz",
@@ -50,6 +35,27 @@ seconds = time.monotonic() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "peak_mb": peak}))
 """
+
+
+def write_case(folder: Path, shape: tuple[int, int, int]) -> None:
+    """A smooth random volume and a one-slice disc annotation in its middle."""
+    import numpy as np
+    from scipy import ndimage
+
+    from sparseseg.io import write_volume
+    from sparseseg.io.volume import Volume
+
+    rng = np.random.default_rng(0)
+    coarse = rng.normal(size=tuple(-(-s // 8) + 1 for s in shape))
+    image = ndimage.zoom(coarse, 8, order=1)[: shape[0], : shape[1], : shape[2]]
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    ii, jj = np.ogrid[: shape[0], : shape[1]]
+    disc = (ii - shape[0] / 2) ** 2 + (jj - shape[1] / 2) ** 2 <= (min(shape[:2]) / 5) ** 2
+    ann = np.zeros(shape, np.uint8)
+    ann[:, :, shape[2] // 2] = disc
+    ref = Volume(image, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    write_volume(folder / "image.nii.gz", image, ref)
+    write_volume(folder / "ann.nii.gz", ann, ref)
 
 
 def main() -> None:
@@ -71,14 +77,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         OneSegModel(OneSegNet(), size=128).save(Path(tmp) / "model")
         for size in args.sizes.split(","):
-            voxels = 1
-            for v in size.split("x"):
-                voxels *= int(v)
+            shape = tuple(int(v) for v in size.split("x"))
+            voxels = shape[0] * shape[1] * shape[2]
+            write_case(Path(tmp), shape)
             for method in args.methods.split(","):
                 if method == "registration" and voxels > args.max_registration_voxels:
                     continue
                 proc = subprocess.run(
-                    [sys.executable, "-c", WORKER, size, method, tmp, str(args.threads)],
+                    [sys.executable, "-c", WORKER, method, tmp, str(args.threads)],
                     capture_output=True, text=True, check=True,
                 )
                 result = json.loads(proc.stdout.strip().splitlines()[-1])
