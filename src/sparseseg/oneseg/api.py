@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sparseseg.device import resolve_device
 from sparseseg.errors import InputError
-from sparseseg.io.axes import SLICE_AXIS, to_slices
+from sparseseg.io.axes import SLICE_AXIS
 from sparseseg.io.dataset import find_cases
 from sparseseg.io.reader import read_volume
 from sparseseg.io.volume import Volume
@@ -238,7 +238,3 @@ def propagate(
         write_volume(output, result, vol)
     return out
 
-
-def slice_of(volume: Volume, index: int) -> np.ndarray:
-    """The 2D slice ``index`` of a volume along the slice axis."""
-    return np.ascontiguousarray(to_slices(volume.array)[index])
