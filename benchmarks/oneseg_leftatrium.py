@@ -39,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--temperature", type=float, default=0.05, help="training temperature")
     parser.add_argument("--model", default=None, help="reuse this model folder (skip training)")
     parser.add_argument("--methods", default="oneseg,registration,copy")
     parser.add_argument("--verify", action="store_true", help="per-step verification for all")
@@ -66,7 +67,7 @@ def main() -> None:
         oneseg.train(
             images=[c.image for c in train_cases],
             output=model_dir,
-            network=NetworkConfig(width=args.width),
+            network=NetworkConfig(width=args.width, temperature=args.temperature),
             training=TrainConfig(
                 epochs=args.epochs,
                 max_time=args.max_time,
