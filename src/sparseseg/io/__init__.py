@@ -1,6 +1,6 @@
 """Reading and writing volumes, their geometry, and datasets of them."""
 
-from sparseseg.io.axes import SLICE_AXIS, from_slices, to_slices
+from sparseseg.io.axes import SLICE_AXIS, from_slices, slice_shape, to_slices
 from sparseseg.io.dataset import Case, find_cases
 from sparseseg.io.reader import read_image, read_label, read_volume
 from sparseseg.io.volume import Volume
@@ -16,6 +16,7 @@ __all__ = [
     "read_image",
     "read_label",
     "read_volume",
+    "slice_shape",
     "to_slices",
     "write_volume",
 ]

@@ -14,6 +14,16 @@ SLICE_AXIS = 2
 """Voxel axis along which volumes are cut into 2D slices."""
 
 
+def slice_shape(shape: tuple[int, ...], axis: int = SLICE_AXIS) -> tuple[int, ...]:
+    """In-plane shape of a volume's slices: ``shape`` without the slice axis.
+
+    Example:
+        >>> slice_shape((4, 5, 6))
+        (4, 5)
+    """
+    return tuple(s for i, s in enumerate(shape) if i != axis)
+
+
 def to_slices(array: np.ndarray, axis: int = SLICE_AXIS) -> np.ndarray:
     """Return a view of a 3D array with the slice axis first: ``(n_slices, H, W)``.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sparseseg.errors import InputError
-from sparseseg.io.axes import SLICE_AXIS, to_slices
+from sparseseg.io.axes import SLICE_AXIS, slice_shape, to_slices
 from sparseseg.io.reader import read_label
 from sparseseg.io.volume import Volume
 
@@ -35,7 +35,7 @@ def annotated_slice(
     """
     path = annotation.path
     n = image.shape[axis]
-    plane = tuple(s for i, s in enumerate(image.shape) if i != axis)
+    plane = slice_shape(image.shape, axis)
     if index is not None and not 0 <= index < n:
         raise InputError(f"slice index {index} is outside the volume (0..{n - 1})", path)
     arr = annotation.array

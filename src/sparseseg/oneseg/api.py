@@ -26,11 +26,11 @@ from sparseseg.io.reader import read_volume
 from sparseseg.io.volume import Volume
 from sparseseg.io.writer import write_volume
 from sparseseg.oneseg.annotation import annotated_slice, read_annotation
-from sparseseg.oneseg.baselines import METHODS, propagate_baseline
+from sparseseg.oneseg.baselines import METHODS, baseline_step
 from sparseseg.oneseg.model import OneSegModel, check_volume
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.preprocess import volume_to_slices
-from sparseseg.oneseg.propagation import propagate_labels
+from sparseseg.oneseg.propagation import chain_propagate, oneseg_step
 from sparseseg.oneseg.screening import most_representative
 from sparseseg.oneseg.training import OneSegTrainer, TrainConfig, TrainState
 
@@ -227,12 +227,14 @@ def propagate(
             bar.n = done
             bar.refresh()
 
-        options = {"verify": verify, "keep_largest": keep_largest, "progress": tick}
-        if net is None:
-            result = propagate_baseline(method, vol.array, labels, index, **options)
-        else:
-            with torch.inference_mode():
-                result = propagate_labels(net, vol.array, labels, index, **options)
+        with torch.inference_mode():
+            if net is None:
+                step = baseline_step(method, vol.array)
+            else:
+                classes = np.unique(np.concatenate([[0], np.unique(labels)])).astype(np.int64)
+                step = oneseg_step(net, vol.array, classes)
+            result = chain_propagate(vol.array, labels, index, step, verify=verify,
+                                     keep_largest=keep_largest, progress=tick)
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)

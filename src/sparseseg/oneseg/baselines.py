@@ -11,14 +11,12 @@ directions, stop rule and clean-up, so comparisons isolate the slice-to-slice st
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import SimpleITK as sitk
 
 from sparseseg.io.axes import SLICE_AXIS, to_slices
 from sparseseg.oneseg.preprocess import normalise_intensity
-from sparseseg.oneseg.propagation import StepFunction, chain_propagate
+from sparseseg.oneseg.propagation import StepFunction
 
 METHODS = ("oneseg", "registration", "copy")
 
@@ -55,31 +53,10 @@ def copy_step() -> StepFunction:
     return step
 
 
-def propagate_baseline(
-    method: str,
-    image: np.ndarray,
-    annotation: np.ndarray,
-    index: int,
-    *,
-    verify: bool = False,
-    keep_largest: bool = True,
-    axis: int = SLICE_AXIS,
-    progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Propagate with ``registration`` or ``copy``; see ``chain_propagate`` for the rest."""
+def baseline_step(method: str, image: np.ndarray, *, axis: int = SLICE_AXIS) -> StepFunction:
+    """The step function of a training-free propagator: ``registration`` or ``copy``."""
     if method == "registration":
-        step = registration_step(image, axis=axis)
-    elif method == "copy":
-        step = copy_step()
-    else:
-        raise ValueError(f"unknown baseline {method!r} (registration or copy)")
-    return chain_propagate(
-        image,
-        annotation,
-        index,
-        step,
-        verify=verify,
-        keep_largest=keep_largest,
-        axis=axis,
-        progress=progress,
-    )
+        return registration_step(image, axis=axis)
+    if method == "copy":
+        return copy_step()
+    raise ValueError(f"unknown baseline {method!r} (registration or copy)")

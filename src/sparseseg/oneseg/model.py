@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from sparseseg.checkpoint import load_model, save_model
 from sparseseg.errors import InputError, ModelError
-from sparseseg.io.axes import SLICE_AXIS
+from sparseseg.io.axes import slice_shape
 from sparseseg.oneseg.network import NetworkConfig, OneSegNet
 from sparseseg.oneseg.preprocess import volume_to_slices
 
@@ -28,8 +28,7 @@ def check_volume(array: np.ndarray, path: str | Path | None = None) -> None:
     """
     if array.ndim != 3:
         raise InputError(f"is {array.ndim}D; expected a 3D volume", path)
-    plane = [s for i, s in enumerate(array.shape) if i != SLICE_AXIS]
-    if min(plane) < MIN_SLICE_PIXELS:
+    if min(slice_shape(array.shape)) < MIN_SLICE_PIXELS:
         raise InputError(
             f"volume of shape {array.shape} is too small (slices need at least "
             f"{MIN_SLICE_PIXELS} x {MIN_SLICE_PIXELS} pixels)",
@@ -96,10 +95,6 @@ class OneSegModel:
         return cls(net, size=size, device=device, extra=extra)
 
     # ----------------------------------------------------------------- features
-    def check_volume(self, array: np.ndarray, path: str | Path | None = None) -> None:
-        """Refuse arrays the network cannot use (see :func:`check_volume`)."""
-        check_volume(array, path)
-
     @torch.no_grad()
     def slice_tensors(self, array: np.ndarray) -> torch.Tensor:
         """Normalised, resized slices ``(N, 1, S, S)`` on the model's device."""

@@ -35,6 +35,8 @@ def normalise_intensity(array: np.ndarray, *, low: float = 0.5, high: float = 99
     foreground = sample[sample > lo + 0.05 * (hi - lo)]
     if foreground.size > 0.05 * sample.size:
         lo, hi = (float(v) for v in np.percentile(foreground, [low, high]))
+    if hi - lo < 1e-6:  # a constant volume
+        return np.zeros_like(arr)
     out = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo)
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 

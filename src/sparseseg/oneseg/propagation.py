@@ -6,7 +6,7 @@ annotation), all label values at once. A label that vanishes stays gone, and a d
 once every label has vanished or the volume ends. Optional clean-up: Sli2Vol's per-step
 verification and a final 3D largest-component pass.
 
-:func:`propagate_labels` is OneSeg's propagator. Copies run at the feature resolution (1/4 of the
+:func:`oneseg_step` is OneSeg's step. Copies run at the feature resolution (1/4 of the
 network's input): the previous slice's hard label is area-averaged to that grid as a soft
 one-hot, copied by local attention, up-sampled bilinearly to the native grid and turned back
 into labels by argmax.
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sparseseg.io.axes import SLICE_AXIS, from_slices, to_slices
+from sparseseg.io.axes import SLICE_AXIS, from_slices, slice_shape, to_slices
 from sparseseg.oneseg.attention import LocalAttentionCopy
 from sparseseg.oneseg.cleanup import largest_component, verify_slice
 from sparseseg.oneseg.model import OneSegModel
@@ -58,7 +58,7 @@ def chain_propagate(
         Label volume with ``image``'s shape and the annotation's dtype and label values.
     """
     n = image.shape[axis]
-    plane = tuple(s for i, s in enumerate(image.shape) if i != axis)
+    plane = slice_shape(image.shape, axis)
     if annotation.shape != plane:
         raise ValueError(f"annotation shape {annotation.shape} differs from slice shape {plane}")
     if not 0 <= index < n:
@@ -124,7 +124,7 @@ def oneseg_step(
     """
     feats = model.features(model.slice_tensors(image))  # (n, E, fh, fw)
     fh, fw = feats.shape[-2:]
-    plane = tuple(s for i, s in enumerate(image.shape) if i != axis)
+    plane = slice_shape(image.shape, axis)
     copy = LocalAttentionCopy(
         radius=model.net.copy.radius,
         temperature=temperature or model.propagation_temperature,
@@ -139,31 +139,3 @@ def oneseg_step(
 
     return step
 
-
-def propagate_labels(
-    model: OneSegModel,
-    image: np.ndarray,
-    annotation: np.ndarray,
-    index: int,
-    *,
-    verify: bool = False,
-    keep_largest: bool = True,
-    axis: int = SLICE_AXIS,
-    progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Propagate a labeled slice through a volume with a trained OneSeg model.
-
-    See :func:`chain_propagate` for the arguments and the result.
-    """
-    classes = np.unique(np.concatenate([[0], np.unique(annotation)])).astype(np.int64)
-    step = oneseg_step(model, image, classes, axis=axis)
-    return chain_propagate(
-        image,
-        annotation,
-        index,
-        step,
-        verify=verify,
-        keep_largest=keep_largest,
-        axis=axis,
-        progress=progress,
-    )
