@@ -75,8 +75,7 @@ def _overlay_png(
     img_s, lab_s, ref_s = (to_slices(a, SLICE_AXIS) for a in (image, result, truth))
     far = int(np.clip(index + max(3, img_s.shape[0] // 5), 0, img_s.shape[0] - 1))
     mid_j = image.shape[1] // 2
-    ann = np.zeros_like(lab_s[index])
-    ann[:] = to_slices(label, SLICE_AXIS)[index]
+    ann = to_slices(label, SLICE_AXIS)[index]
     panels = [
         panel(img_s[index], ann, ref_s[index]),
         panel(img_s[far], lab_s[far], ref_s[far]),
