@@ -7,6 +7,9 @@ zeroed, i.e. unknown). Runs: ``partial`` (baseline), ``cda`` (optional), ``ltuda
 (same training patients, all labels). Each run trains within a time budget; the table gives the
 3D Dice per structure on the test patients with full labels.
 
+Writes to ``--out``: ``ltuda_cardiac.csv`` (the table) and ``ltuda_cardiac.png`` (one test slice:
+image, truth and each run's prediction side by side).
+
 Usage:
     python -m benchmarks.ltuda_cardiac --minutes 15 --threads 1
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._ltuda_common import run_methods, write_subset
+from sparseseg.io import Case
 
 STRUCTURES = {"right_ventricle": 1, "myocardium": 2, "left_ventricle": 3}
 
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", default="bce+dice", choices=("bce", "bce+dice"),
                         help="supervised loss (bce: the paper's; default bce+dice)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--csv", default="ltuda_cardiac.csv", help="output table")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for CSV and PNG")
+    parser.add_argument("--csv", default=None, help="output table (default: OUT/ltuda_cardiac.csv)")
     parser.add_argument("--work", default=None, help="keep models here (default: temp)")
     args = parser.parse_args(argv)
 
@@ -51,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = Path(args.csv) if args.csv else out / "ltuda_cardiac.csv"
     cases = find_cases(args.data, with_labels=True)
     patients = sorted({re.sub(r"_frame\d+$", "", c.name) for c in cases})
     rng = np.random.default_rng(args.seed)
@@ -82,10 +90,39 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown run(s): {unknown}")
         print(f"train patients {len(train_p)} ({[len(g) for g in groups]} per subset), "
               f"test patients {len(test_p)}, {args.minutes} min per run", flush=True)
-        run_methods({m: catalogue[m] for m in wanted}, of(test_p), STRUCTURES, work,
+        test = of(test_p)
+        run_methods({m: catalogue[m] for m in wanted}, test, STRUCTURES, work,
                     minutes=args.minutes, size=args.size, base_channels=args.base_channels,
-                    seed=args.seed, csv_path=Path(args.csv), loss=args.loss)
+                    seed=args.seed, csv_path=csv_path, loss=args.loss)
+        png = prediction_figure(out / "ltuda_cardiac.png", test[0], wanted, work)
+    print(f"wrote {csv_path} and {png}")
     return 0
+
+
+def prediction_figure(path: Path, case: Case, runs: list[str], work: Path) -> Path:
+    """Image, truth and each run's prediction on the test case's slice of largest truth area."""
+    import json
+
+    from sparseseg.io import read_label, read_volume
+    from sparseseg.viz import side_by_side, write_png
+
+    image, truth = read_volume(case.image), read_label(case.label)
+    columns = {"truth": truth.array}
+    for run in runs:
+        organs = json.loads((work / f"model_{run}" / "config.json").read_text())["organs"]
+        pred = read_label(work / f"pred_{run}" / f"{case.name}.nii.gz").array
+        mapped = np.zeros_like(truth.array)
+        for k, organ in enumerate(organs):  # prediction k + 1 is organs[k]
+            mapped[pred == k + 1] = STRUCTURES[organ]
+        columns[run] = mapped
+    k = int(np.argmax((truth.array > 0).sum(axis=(0, 1))))
+    figure = side_by_side(
+        columns, slices=[k], image=image.array, spacing=image.spacing, reference="truth",
+        names={v: o.replace("_", " ") for o, v in STRUCTURES.items()},
+        captions={k: f"test case {case.name}, slice of largest truth area"},
+        title="LTUDA on Cardiac: partial-label runs against full labels (white: truth outline)",
+        direction=image.direction, panel_px=220)
+    return write_png(path, figure)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", default="bce+dice", choices=("bce", "bce+dice"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--csv", default="ltuda_phantom.csv")
+    parser.add_argument("--csv", default="benchmarks/results/ltuda_phantom.csv")
     parser.add_argument("--work", default=None)
     args = parser.parse_args(argv)
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         source = make_phantom_dataset(work / "source", n_cases=args.train_cases + args.test_cases,

@@ -1,9 +1,17 @@
-"""Cost of propagation: seconds per volume and peak memory, by volume size and method.
+"""Cost of propagation (seconds, peak memory per volume size) and training throughput.
 
-Each measurement runs in a fresh subprocess (so peak resident memory is that of one
-propagation, reading and writing included) on a generated smooth random volume of the given
+Propagation: each measurement runs in a fresh subprocess (so peak resident memory is that of
+one propagation, reading and writing included) on a generated smooth random volume of the given
 size, with an untrained network of the default architecture (cost does not depend on the
-weights). Prints a table and writes ``oneseg_cost.csv``.
+weights). Writes ``oneseg_cost.csv`` and ``oneseg_cost.png`` (seconds against voxels, one line
+per method).
+
+Training throughput: a short timed training of each trainer on generated phantoms, with the
+default settings (OneSeg: batches of 8 slice triples at 128 x 128, default network; LTUDA:
+batches of 4 slices at 128 x 128, base width 16), ``--train-steps`` steps after 2 warm-up steps.
+A OneSeg sample is a (previous, reference, target) triple, so 3 slices; an LTUDA sample is one
+slice (``ltuda`` also forwards two strongly augmented views of it and a teacher pass). Writes
+``training_throughput.csv``.
 
 Run from the repository root::
 
@@ -16,10 +24,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+from benchmarks import _plot
 
 WORKER = r"""
 import json, resource, sys, time
@@ -58,6 +70,69 @@ def write_case(folder: Path, shape: tuple[int, int, int]) -> None:
     write_volume(folder / "ann.nii.gz", ann, ref)
 
 
+def oneseg_throughput(steps: int, size: int, seed: int) -> dict:
+    """Time ``steps`` OneSeg training steps (after 2 warm-up steps) on three phantoms."""
+    import torch
+
+    from sparseseg.data.phantom import make_phantom
+    from sparseseg.oneseg.network import NetworkConfig
+    from sparseseg.oneseg.preprocess import volume_to_slices
+    from sparseseg.oneseg.training import OneSegTrainer, TrainConfig
+
+    volumes = [volume_to_slices(make_phantom(shape=(128, 128, 48), seed=seed + i)[0].array,
+                                size=size) for i in range(3)]
+    warm = 2
+    config = TrainConfig(epochs=1, pairs_per_epoch=8 * (steps + warm), batch_size=8, size=size,
+                         seed=seed)
+    trainer = OneSegTrainer(volumes, network=NetworkConfig(), config=config,
+                            device=torch.device("cpu"))
+    stamps: list[float] = []
+    trainer.fit(lambda state: stamps.append(time.monotonic()))
+    seconds = stamps[-1] - stamps[warm - 1]
+    n = len(stamps) - warm
+    return {"trainer": "oneseg", "method": "oneseg", "batch": 8, "slices_per_sample": 3,
+            "steps": n, "seconds": seconds, "steps_per_s": n / seconds,
+            "slices_per_s": n * 8 * 3 / seconds}
+
+
+def ltuda_throughput(steps: int, size: int, seed: int, folder: Path) -> list[dict]:
+    """Time ``steps`` LTUDA training steps per method (after 2 warm-up steps) on phantoms."""
+    import torch
+
+    from sparseseg.data import PHANTOM_LABELS, make_phantom_dataset
+    from sparseseg.ltuda import DatasetSpec
+    from sparseseg.ltuda.data import load_cases
+    from sparseseg.ltuda.model import LTUDAModel
+    from sparseseg.ltuda.network import default_depth
+    from sparseseg.ltuda.trainer import Trainer, TrainSettings
+
+    data = make_phantom_dataset(folder / "ltuda_phantoms", n_cases=3, shape=(128, 128, 32),
+                                seed=seed)
+    organs = list(PHANTOM_LABELS)
+    cases = load_cases([DatasetSpec(data, {o: [v] for o, v in PHANTOM_LABELS.items()})],
+                       organs, size)
+    rows = []
+    for method, stage in (("partial", 1), ("ltuda", 1), ("ltuda", 2)):
+        torch.manual_seed(seed)
+        model = LTUDAModel(n_organs=len(organs), base_channels=16, depth=default_depth(size))
+        settings = TrainSettings(method=method, batch_size=4, seed=seed)
+        trainer = Trainer(model, cases, [], settings, torch.device("cpu"))
+        if stage == 2:
+            trainer.start_stage2()
+        warm = 2
+        for _ in range(warm):
+            trainer.train_step()
+        start = time.monotonic()
+        for _ in range(steps):
+            trainer.train_step()
+        seconds = time.monotonic() - start
+        name = method if method == "partial" else f"ltuda stage {stage}"
+        rows.append({"trainer": "ltuda", "method": name, "batch": 4, "slices_per_sample": 1,
+                     "steps": steps, "seconds": seconds, "steps_per_s": steps / seconds,
+                     "slices_per_s": steps * 4 / seconds})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64x64x64,128x128x128,200x140x88,256x256x150,"
@@ -67,6 +142,9 @@ def main() -> None:
     parser.add_argument("--max-registration-voxels", type=float, default=2e7,
                         help="skip registration above this many voxels (it takes minutes)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--train-steps", type=int, default=20,
+                        help="timed training steps per trainer (0: skip training throughput)")
+    parser.add_argument("--train-size", type=int, default=128, help="training slice size")
     args = parser.parse_args()
     from sparseseg.oneseg.model import OneSegModel
     from sparseseg.oneseg.network import OneSegNet
@@ -95,6 +173,32 @@ def main() -> None:
         writer = csv.DictWriter(fh, fieldnames=["size", "method", "seconds", "peak_mb"])
         writer.writeheader()
         writer.writerows(rows)
+    voxels = {r["size"]: math.prod(int(v) for v in r["size"].split("x")) for r in rows}
+    series = {}
+    for method in args.methods.split(","):
+        sel = [r for r in rows if r["method"] == method]
+        series[method] = ([voxels[r["size"]] for r in sel], [r["seconds"] for r in sel])
+    chart = _plot.line_chart(series, title=f"Propagation time per volume ({args.threads} CPU "
+                             "threads, reading and writing included)", xlabel="voxels",
+                             ylabel="seconds", log_x=True, log_y=True)
+    _plot.save(out / "oneseg_cost.png", chart)
+    if args.train_steps > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            train_rows = [oneseg_throughput(args.train_steps, args.train_size, 0),
+                          *ltuda_throughput(args.train_steps, args.train_size, 0, Path(tmp))]
+        print(f"\ntraining throughput ({args.threads} threads, size {args.train_size}, "
+              f"{args.train_steps} timed steps)")
+        print(f"{'trainer':<8} {'method':<15} {'batch':>5} {'steps/s':>8} {'slices/s':>9}")
+        for r in train_rows:
+            print(f"{r['trainer']:<8} {r['method']:<15} {r['batch']:>5} "
+                  f"{r['steps_per_s']:8.2f} {r['slices_per_s']:9.1f}")
+        with open(out / "training_throughput.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(train_rows[0]))
+            writer.writeheader()
+            writer.writerows(train_rows)
 
 
 if __name__ == "__main__":

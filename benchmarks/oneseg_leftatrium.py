@@ -1,154 +1,169 @@
 """OneSeg on real LGE-MRI: train on LeftAtrium images, propagate one slice on held-out cases.
 
 Trains OneSeg self-supervised on the images of the first ``--train`` cases (labels never read),
-then, for each held-out case, annotates one slice from its label (the screened slice, and the
-slice with the largest atrium area), propagates it with OneSeg and with the training-free
-baselines (chained demons registration, plain copy), and scores the result against the full
-label (DICE, RAVD %, ASSD mm). Prints a table and writes a CSV.
+then, for each held-out case, annotates one slice from its label (the screened slice, the slice
+with the largest atrium area, and the middle slice of the atrium's extent), propagates it with
+OneSeg and with the training-free baselines (chained demons registration, plain copy), and
+scores the result against the full label (DICE, RAVD %, ASSD mm).
+
+Writes to ``--out``:
+
+* ``oneseg_leftatrium.csv``: one row per case, start slice and method;
+* ``error_vs_distance.csv``: the 2D Dice of every slice against its signed distance from the
+  annotated slice (all starts), and ``error_vs_distance.png``: mean slice Dice per distance bin,
+  one curve per method, from the largest-area slice (how errors accumulate along the chain);
+* ``oneseg_leftatrium_case.png``: one validation case, image, truth and each method's result.
 
 Run from the repository root::
 
     python -m benchmarks.oneseg_leftatrium --max-time 15
+    python -m benchmarks.oneseg_leftatrium --model benchmarks/results/oneseg_leftatrium_model
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sparseseg import oneseg
-from sparseseg.io import SLICE_AXIS, find_cases, read_label, read_volume, to_slices
+from benchmarks import _plot
+from benchmarks._oneseg_common import (
+    METRIC_COLUMNS,
+    START_NAMES,
+    add_training_options,
+    format_table,
+    leftatrium_split,
+    mean_by_distance,
+    mean_table,
+    one_slice,
+    propagate,
+    slice_areas,
+    slice_dice_by_distance,
+    start_slices,
+    train_model,
+    write_csv,
+)
+from sparseseg.io import Volume, read_label, read_volume
 from sparseseg.metrics import chaos_metrics
 from sparseseg.oneseg.model import OneSegModel
-from sparseseg.oneseg.network import NetworkConfig
-from sparseseg.oneseg.training import TrainConfig
+from sparseseg.viz import side_by_side, write_png
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/LeftAtrium")
     parser.add_argument("--train", type=int, default=30, help="cases used for training")
-    parser.add_argument("--max-time", type=float, default=15.0, help="training minutes")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--temperature", type=float, default=0.05, help="training temperature")
+    add_training_options(parser, max_time=15.0)
     parser.add_argument("--model", default=None, help="reuse this model folder (skip training)")
     parser.add_argument("--methods", default="oneseg,registration,copy")
+    parser.add_argument("--starts", default=",".join(START_NAMES),
+                        help="start slices among screened,largest,middle")
     parser.add_argument("--verify", action="store_true", help="per-step verification for all")
     parser.add_argument("--limit", type=int, default=None, help="at most this many val cases")
+    parser.add_argument("--bin", type=int, default=4,
+                        help="width in slices of the distance bins of error_vs_distance.png")
+    parser.add_argument("--figure-case", type=int, default=0,
+                        help="validation case (index) drawn in oneseg_leftatrium_case.png")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def case_figure(path: Path, image: Volume, truth: np.ndarray, preds: dict[str, np.ndarray],
+                k0: int, title: str) -> None:
+    """Truth and each method's result on the annotated slice and two slices either side."""
+    present = np.nonzero(slice_areas(truth))[0]
+    lo, hi = int(present[0]), int(present[-1])
+    far_lo = int(round(lo + 0.15 * (hi - lo)))
+    far_hi = int(round(hi - 0.15 * (hi - lo)))
+    slices = sorted({far_lo, k0, far_hi})
+    captions = {k: f"{k - k0:+d} slices from the annotated one" for k in slices}
+    captions[k0] = "annotated slice (largest area)"
+    figure = side_by_side({"truth": truth.astype(np.uint8), **preds}, slices=slices,
+                          image=image.array, spacing=image.spacing, reference="truth",
+                          names={1: "left atrium"}, orthogonal=True, captions=captions,
+                          title=title, direction=image.direction)
+    write_png(path, figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return 0."""
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cases = find_cases(args.data, with_labels=True)
-    train_cases, val_cases = cases[: args.train], cases[args.train :]
-    if args.limit:
-        val_cases = val_cases[: args.limit]
-    model_dir = Path(args.model) if args.model else out / "oneseg_leftatrium_model"
+    train_cases, val_cases = leftatrium_split(args.data, args.train, args.limit)
     train_seconds = 0.0
-    if not args.model:
-        start = time.monotonic()
-        oneseg.train(
-            images=[c.image for c in train_cases],
-            output=model_dir,
-            network=NetworkConfig(width=args.width, temperature=args.temperature),
-            training=TrainConfig(
-                epochs=args.epochs,
-                max_time=args.max_time,
-                size=args.size,
-                seed=args.seed,
-                lr=args.lr,
-            ),
-            device="cpu",
-        )
-        train_seconds = time.monotonic() - start
-    model = OneSegModel.load(model_dir)
-    methods = args.methods.split(",")
-    rows = []
-    for case in val_cases:
+    if args.model:
+        model_dir = Path(args.model)
+        model = OneSegModel.load(model_dir)
+    else:
+        model_dir = out / "oneseg_leftatrium_model"
+        model, train_seconds = train_model([c.image for c in train_cases], model_dir, args)
+    methods = [m for m in args.methods.split(",") if m]
+    starts_wanted = [s for s in args.starts.split(",") if s]
+    rows, slice_rows = [], []
+    for ci, case in enumerate(val_cases):
         image, label = read_volume(case.image), read_label(case.label)
         truth = label.array > 0
-        areas = to_slices(truth).reshape(truth.shape[SLICE_AXIS], -1).sum(1)
-        starts = {
-            "screened": oneseg.select(model=model, image=image),
-            "largest": int(np.argmax(areas)),
-        }
+        starts = start_slices(model, image, truth, starts_wanted)
+        figure_preds: dict[str, np.ndarray] = {}
         for start_name, k in starts.items():
-            sl = [slice(None)] * 3
-            sl[SLICE_AXIS] = k
-            ann = np.zeros(truth.shape, np.uint8)
-            ann[tuple(sl)] = truth[tuple(sl)]
+            ann = one_slice(truth.astype(np.uint8), k)
             for method in methods:
-                t0 = time.monotonic()
-                if not ann.any():
-                    pred = np.zeros_like(ann)
-                else:
-                    pred = oneseg.propagate(
-                        model=model if method == "oneseg" else None,
-                        image=image,
-                        annotation=ann,
-                        method=method,
-                        verify=args.verify,
-                    ).array
-                seconds = time.monotonic() - t0
+                pred, seconds = propagate(model, image, ann, method, args.verify)
                 m = chaos_metrics(pred > 0, truth, spacing=label.spacing)
-                rows.append(
-                    {
-                        "case": case.name,
-                        "start": start_name,
-                        "slice": k,
-                        "method": method,
-                        "dice": m["dice"],
-                        "ravd": m["ravd"],
-                        "assd": m["assd"],
-                        "seconds": seconds,
-                    }
-                )
-                logging.info(
-                    "%s %s(k=%d) %s dice=%.3f %.1fs",
-                    case.name,
-                    start_name,
-                    k,
-                    method,
-                    m["dice"],
-                    seconds,
-                )
-    with open(out / "oneseg_leftatrium.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(
-        f"\nLeftAtrium: {len(train_cases)} training images, {len(val_cases)} validation "
-        f"cases, training {train_seconds / 60:.1f} min, model {model_dir}"
-    )
-    print(f"{'start':<9} {'method':<13} {'DICE':>6} {'RAVD %':>7} {'ASSD mm':>8} {'s/vol':>6}")
-    for start_name in ("screened", "largest"):
-        for method in methods:
-            sel = [r for r in rows if r["start"] == start_name and r["method"] == method]
-            mean = {
-                k: float(np.mean([r[k] for r in sel])) for k in ("dice", "ravd", "assd", "seconds")
-            }
-            print(
-                f"{start_name:<9} {method:<13} {mean['dice']:6.3f} {mean['ravd']:7.1f} "
-                f"{mean['assd']:8.2f} {mean['seconds']:6.2f}"
-            )
+                rows.append({"case": case.name, "start": start_name, "slice": k,
+                             "method": method, "dice": m["dice"], "ravd": m["ravd"],
+                             "assd": m["assd"], "seconds": seconds})
+                for r in slice_dice_by_distance(pred > 0, truth, k):
+                    slice_rows.append({"case": case.name, "start": start_name,
+                                       "method": method, **r})
+                if ci == args.figure_case and start_name == "largest":
+                    figure_preds[method] = pred
+                logging.info("%s %s(k=%d) %s dice=%.3f %.1fs", case.name, start_name, k,
+                             method, m["dice"], seconds)
+        if figure_preds:
+            case_figure(out / "oneseg_leftatrium_case.png", image, truth, figure_preds,
+                        starts["largest"], f"LeftAtrium {case.name}: propagated from the "
+                        f"largest-area slice k={starts['largest']} (white: truth outline)")
+    write_csv(out / "oneseg_leftatrium.csv", rows)
+    write_csv(out / "error_vs_distance.csv", slice_rows)
+    print(f"\nLeftAtrium: {len(train_cases)} training images, {len(val_cases)} validation "
+          f"cases, training {train_seconds / 60:.1f} min, model {model_dir}")
+    table = mean_table(rows, ("start", "method"))
+    print(format_table(table, [("start", "start", ""), ("method", "method", ""),
+                               *METRIC_COLUMNS, ("seconds", "s/vol", ".2f")]))
+    if "largest" in starts_wanted:
+        curves = mean_by_distance([r for r in slice_rows if r["start"] == "largest"],
+                                  bin_width=args.bin, methods=methods)
+        print(f"\nMean slice Dice by |distance| from the largest-area slice (bins of {args.bin} "
+              "slices; n = slices over all cases)")
+        bins = sorted({x for xs, _, _ in curves.values() for x in xs})
+        table = []
+        for b in bins:
+            row = {"bin": f"{int(b)}-{int(b) + args.bin - 1}"}
+            for method, (xs, ys, ns) in curves.items():
+                row[method] = f"{ys[xs.index(b)]:.3f} (n={ns[xs.index(b)]})" if b in xs else "-"
+            table.append(row)
+        print(format_table(table, [("bin", "|distance|", ""),
+                                   *[(m, m, "") for m in methods]]))
+        chart = _plot.line_chart(
+            {m: ([x + (args.bin - 1) / 2 for x in xs], ys) for m, (xs, ys, _) in curves.items()},
+            title=f"LeftAtrium: slice Dice vs distance from the annotated (largest-area) slice, "
+                  f"{len(val_cases)} cases",
+            xlabel="|distance| from the annotated slice (slices)", ylabel="mean slice Dice",
+            y_range=(0.0, 1.0))
+        _plot.save(out / "error_vs_distance.png", chart)
+    print(f"\nwrote {out / 'oneseg_leftatrium.csv'}, {out / 'error_vs_distance.csv'}, "
+          f"{out / 'error_vs_distance.png'}, {out / 'oneseg_leftatrium_case.png'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

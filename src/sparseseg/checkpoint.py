@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sparseseg import __version__
-from sparseseg.errors import ModelError
+from sparseseg.errors import InputError, ModelError
 from sparseseg.io.writer import atomic_path
 
 if TYPE_CHECKING:
@@ -25,17 +26,35 @@ FORMAT_VERSION = 1
 """Bumped when a model folder written by this version cannot be read by an older one."""
 
 
-def environment_info() -> dict[str, str]:
-    """Versions of Python and the main libraries, plus the command line, for provenance."""
-    import monai
+def _installed_version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions of Python and the main libraries, plus the command line, for provenance.
+
+    ``command`` is the command line quoted for a POSIX shell (``shlex.join``), so it can be
+    pasted to run again; ``argv`` is the same as a list. The random seed is part of each model's
+    training settings (``config.json["training"]["seed"]``).
+    """
     import torch
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "monai": monai.__version__,
+        "monai": _installed_version("monai"),  # without importing it (seconds)
+        "numpy": _installed_version("numpy"),
+        "safetensors": _installed_version("safetensors"),
         "sparseseg": __version__,
-        "command": " ".join(sys.argv),
+        "cuda": torch.version.cuda,
+        "platform": platform.platform(),
+        "command": shlex.join(sys.argv),
+        "argv": list(sys.argv),
     }
 
 
@@ -52,22 +71,32 @@ def save_model(
 
     Returns:
         The folder.
+
+    Raises:
+        InputError: The folder cannot be created or written (read-only, disk full); files
+            already there are left as they were.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp))
+    # Serialised in memory and written by Python, so the file gets the usual permissions
+    # (safetensors' save_file creates it readable by its owner only).
+    data = save(tensors)
     meta = {
         "kind": kind,
         "format_version": FORMAT_VERSION,
         "environment": environment_info(),
         **config,
     }
-    with atomic_path(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / WEIGHTS_NAME) as tmp:
+            tmp.write_bytes(data)
+        with atomic_path(folder / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write the model ({exc.strerror or exc})", folder) from None
     return folder
 
 

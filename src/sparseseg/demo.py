@@ -18,6 +18,7 @@ import numpy as np
 from sparseseg.data.phantom import PHANTOM_LABELS, make_phantom
 from sparseseg.io.axes import SLICE_AXIS, to_slices
 from sparseseg.io.writer import atomic_path, write_volume
+from sparseseg.viz import comparison_figure, write_png
 
 log = logging.getLogger(__name__)
 
@@ -30,64 +31,6 @@ class DemoResult:
     slice_index: int
     metrics: dict[int, dict[str, float]]
     seconds: float
-
-
-def _overlay_png(
-    path: Path,
-    image: np.ndarray,
-    label: np.ndarray,
-    result: np.ndarray,
-    truth: np.ndarray,
-    index: int,
-) -> None:
-    """Three panels: annotated slice, a propagated slice far from it, and a coronal cut."""
-    from PIL import Image
-
-    colours = np.array(
-        [
-            [0, 0, 0],
-            [230, 80, 60],
-            [60, 160, 230],
-            [250, 200, 40],
-            [120, 220, 90],
-            [200, 90, 220],
-            [240, 140, 40],
-            [90, 220, 220],
-        ],
-        np.float32,
-    )
-
-    def panel(img2d: np.ndarray, lab2d: np.ndarray, ref2d: np.ndarray) -> np.ndarray:
-        lo, hi = np.percentile(img2d, [1, 99])
-        grey = np.clip((img2d - lo) / max(hi - lo, 1e-6), 0, 1)[..., None] * 255
-        rgb = np.repeat(grey, 3, axis=2)
-        col = colours[np.clip(lab2d, 0, len(colours) - 1)]
-        mask = (lab2d > 0)[..., None]
-        rgb = np.where(mask, 0.55 * rgb + 0.45 * col, rgb)
-        # Reference outline in white.
-        from scipy import ndimage
-
-        edge = ref2d > 0
-        edge = edge & ~ndimage.binary_erosion(edge)
-        rgb[edge] = 255
-        return np.transpose(rgb, (1, 0, 2)).astype(np.uint8)  # rows = j, columns = i
-
-    img_s, lab_s, ref_s = (to_slices(a, SLICE_AXIS) for a in (image, result, truth))
-    far = int(np.clip(index + max(3, img_s.shape[0] // 5), 0, img_s.shape[0] - 1))
-    mid_j = image.shape[1] // 2
-    ann = to_slices(label, SLICE_AXIS)[index]
-    panels = [
-        panel(img_s[index], ann, ref_s[index]),
-        panel(img_s[far], lab_s[far], ref_s[far]),
-        panel(image[:, mid_j, :], result[:, mid_j, :], truth[:, mid_j, :]),
-    ]
-    height = max(p.shape[0] for p in panels)
-    padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
-    picture = Image.fromarray(np.concatenate(padded, axis=1)).resize(
-        (sum(p.shape[1] for p in padded) * 3, height * 3), Image.NEAREST
-    )
-    with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
 
 
 def run_demo(
@@ -176,5 +119,15 @@ def run_demo(
         tmp.write_text(table + "\n")
     with atomic_path(folder / "metrics.json") as tmp:
         tmp.write_text(json.dumps({names[v]: m for v, m in metrics.items()}, indent=2) + "\n")
-    _overlay_png(folder / "overlay.png", image.array, annotation, result.array, truth.array, index)
+    figure = comparison_figure(
+        result.array,
+        truth.array,
+        image=image.array,
+        spacing=truth.spacing,
+        names=names,
+        annotated=index,
+        direction=truth.direction,
+        title=f"OneSeg demo: propagated from slice k={index} (prediction) vs phantom label",
+    )
+    write_png(folder / "overlay.png", figure)
     return DemoResult(folder, index, metrics, time.monotonic() - start)

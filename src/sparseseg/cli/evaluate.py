@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from sparseseg.cli.common import comma_ints, quiet_parent
+from sparseseg.errors import SparsesegError
 from sparseseg.metrics import METRIC_NAMES
 
 
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[quiet_parent()],
         help="score predictions against references (DICE, RAVD, ASSD, MSSD)",
         description="Score a predicted label volume (or a folder of them) against the reference "
-        "with the CHAOS challenge's metrics: DICE, RAVD (%%), ASSD and MSSD (mm).",
+        "with the CHAOS challenge's metrics: DICE, RAVD (%%), ASSD and MSSD (mm). With --png, "
+        "also draw the reference, the prediction and their disagreement on the slice of largest "
+        "reference area, the slices where they disagree most and a coronal plane.",
     )
     parser.add_argument("-p", "--pred", required=True, help="predicted label volume or folder")
     parser.add_argument(
@@ -29,6 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--labels", type=comma_ints, default=None, help="label values to score, e.g. 1,2"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--png",
+        default=None,
+        metavar="PNG",
+        help="also draw prediction vs reference on representative slices: a .png file, or in "
+        "folder mode a folder getting one CASE.png per case",
+    )
+    parser.add_argument(
+        "--image",
+        default=None,
+        metavar="IMAGE",
+        help="image volume (folder mode: image folder or dataset folder) drawn in grey under "
+        "the --png picture",
+    )
     parser.set_defaults(func=run)
 
 
@@ -53,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from sparseseg.evaluation import evaluate_files, evaluate_folders, summarise
 
     pred, truth = Path(args.pred), Path(args.truth)
+    if args.image is not None and args.png is None:
+        raise SparsesegError("--image is only used to draw the --png picture; add --png")
     if pred.is_dir():
-        results = evaluate_folders(pred=pred, truth=truth, labels=args.labels)
+        results = evaluate_folders(pred=pred, truth=truth, labels=args.labels, png=args.png,
+                                   images=args.image)
         mean = summarise(results)
         if args.json:
             payload = {
@@ -70,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         rows += [("mean", str(v), m) for v, m in mean.items()]
         print(format_table(rows))
         return 0
-    scores = evaluate_files(pred=pred, truth=truth, labels=args.labels)
+    scores = evaluate_files(pred=pred, truth=truth, labels=args.labels, png=args.png,
+                            image=args.image)
     if args.json:
         payload = {str(v): {k: _number(m[k]) for k in METRIC_NAMES} for v, m in scores.items()}
         print(json.dumps(payload, indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sparseseg.cli.batch import add_batch_options, batch_options, run_batch_command
 from sparseseg.cli.common import add_device_option, add_seed_option, quiet_parent
 
 METHODS = ("partial", "cda", "ltuda")
@@ -59,6 +60,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="supervised loss: the paper's partial BCE, or BCE plus a partial soft Dice "
         "(default: bce)",
     )
+    train.add_argument(
+        "--batch-size", type=int, default=None,
+        help="slices per step and process (default: 4; with torchrun the effective batch is "
+        "N times larger)",
+    )
+    train.add_argument(
+        "--checkpoint-every", type=float, default=5.0, metavar="MINUTES",
+        help="save a resumable checkpoint (MODEL_DIR/resume.safetensors) every MINUTES of "
+        "training and at the end (default: 5; 0: never)",
+    )
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue from MODEL_DIR/resume.safetensors (same settings and data; starts from "
+        "scratch when there is none)",
+    )
     add_device_option(train)
     add_seed_option(train)
     train.set_defaults(func=_train)
@@ -67,7 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         parents=[quiet_parent()],
         help="segment images with a trained model",
-        description="Segment an image, a folder of images, or a dataset folder.",
+        description="Segment an image, a folder of images, or a dataset folder. With an "
+        "output folder, OUTPUT/CASE.nii.gz is written for each case, and a case that cannot "
+        "be read is reported while the others are still written.",
     )
     predict.add_argument("-m", "--model", required=True, help="model folder")
     predict.add_argument("-i", "--input", required=True, help="image file or folder")
@@ -75,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", required=True, help="output file (single input) or folder"
     )
     add_device_option(predict)
+    add_batch_options(predict)
     predict.set_defaults(func=_predict)
 
 
@@ -88,6 +107,7 @@ def _train(args: argparse.Namespace) -> int:
         "size": args.size,
         "base_channels": args.base_channels,
         "val_fraction": args.val_fraction,
+        "batch_size": args.batch_size,
     }
     train(
         output=args.output,
@@ -97,6 +117,8 @@ def _train(args: argparse.Namespace) -> int:
         max_time=args.max_time,
         device=args.device,
         seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
         progress=not getattr(args, "quiet", False),
         **{k: v for k, v in options.items() if v is not None},
     )
@@ -106,11 +128,11 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from sparseseg.ltuda.api import predict
 
-    predict(
+    return run_batch_command(lambda: predict(
         model=args.model,
         inputs=args.input,
         output=args.output,
         device=args.device,
         progress=not getattr(args, "quiet", False),
-    )
-    return 0
+        **batch_options(args),
+    ))

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from sparseseg.cli.batch import (
+    add_batch_options,
+    batch_options,
+    refuse_batch_options,
+    run_batch_command,
+)
 from sparseseg.cli.common import add_device_option, add_seed_option, quiet_parent
 
 
@@ -75,6 +82,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="ablation: train without cycle consistency",
     )
+    train.add_argument(
+        "--batch-size", type=int, default=8,
+        help="samples per step and process (default: 8; with torchrun the effective batch is "
+        "N times larger)",
+    )
+    train.add_argument(
+        "--pairs-per-epoch", type=int, default=1600,
+        help="training samples per epoch, all processes together (default: 1600)",
+    )
+    train.add_argument(
+        "--checkpoint-every", type=float, default=5.0, metavar="MINUTES",
+        help="save a resumable checkpoint (MODEL_DIR/resume.safetensors) every MINUTES of "
+        "training and at the end (default: 5; 0: never)",
+    )
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue from MODEL_DIR/resume.safetensors (same settings and data; starts from "
+        "scratch when there is none)",
+    )
     add_device_option(train)
     add_seed_option(train)
     train.set_defaults(func=run_train)
@@ -97,22 +123,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[quiet],
         help="propagate one annotated slice through the volume",
         description="Propagate the labels of one annotated slice through the volume and write "
-        "the full label volume in the image's geometry.",
+        "the full label volume in the image's geometry. Batch run: give folders to -i, -a "
+        "and -o; each image IMAGES/CASE_0000.nii.gz (or CASE.nii.gz) is matched to "
+        "ANNOTATIONS/CASE.nii.gz and OUTPUT/CASE.nii.gz is written.",
     )
     prop.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
                       help="OneSeg model folder (not needed for --method registration|copy)")
     prop.add_argument("--method", choices=("oneseg", "registration", "copy"), default="oneseg",
                       help="propagator: oneseg (default), registration (chained demons) or copy")
-    prop.add_argument("-i", "--image", required=True, metavar="IMAGE")
+    prop.add_argument("-i", "--image", required=True, metavar="IMAGE",
+                      help="volume file or DICOM folder; batch: folder of images or nnU-Net "
+                      "dataset folder (imagesTr/)")
     prop.add_argument(
         "-a",
         "--annotation",
         required=True,
         metavar="ANNOTATION",
-        help="label volume with exactly one labeled slice, or a 2D slice with --slice",
+        help="label volume with exactly one labeled slice, or a 2D slice with --slice; "
+        "batch: folder of such volumes named CASE.nii.gz",
     )
     prop.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT", help="label volume to write (.nii.gz)"
+        "-o", "--output", required=True, metavar="OUTPUT",
+        help="label volume to write (.nii.gz); batch: folder receiving CASE.nii.gz",
     )
     prop.add_argument(
         "--slice",
@@ -131,7 +163,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="keep every 3D component, not just the largest per label",
     )
+    prop.add_argument(
+        "--preview",
+        default=None,
+        metavar="PNG",
+        help="also write a preview picture of the result over the image (axial slices, "
+        "coronal and sagittal planes) to this .png file",
+    )
     add_device_option(prop)
+    add_batch_options(prop)
     prop.set_defaults(func=run_propagate)
 
 
@@ -151,6 +191,10 @@ def run_train(args: argparse.Namespace) -> int:
         pairs=args.pairs,
         scheduled_sampling=args.scheduled_sampling,
         cycle=args.cycle,
+        batch_size=args.batch_size,
+        pairs_per_epoch=args.pairs_per_epoch,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
         progress=not args.quiet,
     )
     return 0
@@ -166,9 +210,12 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 def run_propagate(args: argparse.Namespace) -> int:
-    """Propagate and write the label volume."""
+    """Propagate and write the label volume (or, given folders, one per case)."""
     from sparseseg.oneseg import api
 
+    if is_batch(args):
+        return run_propagate_batch(args)
+    refuse_batch_options(args, "-i IMAGE_DIR -a ANNOTATION_DIR -o OUTPUT_DIR")
     api.propagate(
         model=args.model,
         image=args.image,
@@ -180,5 +227,35 @@ def run_propagate(args: argparse.Namespace) -> int:
         method=args.method,
         device=args.device,
         progress=not args.quiet,
+        preview=args.preview,
     )
     return 0
+
+
+def is_batch(args: argparse.Namespace) -> bool:
+    """Whether ``propagate`` runs over a folder: ``-a`` is a folder or ``-i`` holds cases."""
+    from sparseseg.batch import is_batch_input
+
+    return Path(args.annotation).is_dir() or is_batch_input(args.image)
+
+
+def run_propagate_batch(args: argparse.Namespace) -> int:
+    """Propagate every case of the image folder; exit 1 when some cases failed."""
+    from sparseseg.errors import SparsesegError
+    from sparseseg.oneseg import api
+
+    for given, option in ((args.slice_index, "--slice"), (args.preview, "--preview")):
+        if given is not None:
+            raise SparsesegError(f"{option} applies to a single image, not to a batch run")
+    return run_batch_command(lambda: api.propagate_batch(
+        model=args.model,
+        images=args.image,
+        annotations=args.annotation,
+        output=args.output,
+        verify=args.verify,
+        keep_largest=args.keep_largest,
+        method=args.method,
+        device=args.device,
+        progress=not args.quiet,
+        **batch_options(args),
+    ))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -48,6 +47,8 @@ def train(
     lr: float = 1e-3,
     components: Mapping[str, int] | None = None,
     loss: str = "bce",
+    checkpoint_every: float | None = 5.0,
+    resume: bool = False,
 ) -> Path:
     """Train one multi-organ model from partially labeled datasets.
 
@@ -57,9 +58,12 @@ def train(
     classifiers; the best one is used and recorded in ``config.json["classifier"]``
     (``log.csv`` keeps each one's mean Dice as ``val_mean_<classifier>``).
 
+    Under ``torchrun`` the processes train data-parallel (see :mod:`sparseseg.distributed`);
+    only rank 0 validates, writes files and shows progress.
+
     Args:
         output: Model folder to write (``config.json``, ``model.safetensors``, ``log.csv``,
-            ``curves.png``).
+            ``curves.png``, and the resumable checkpoint ``resume.safetensors``).
         datasets: Dataset folders and the organs each labels.
         method: ``partial`` (baseline), ``cda`` (stage 1) or ``ltuda`` (both stages).
         epochs: Maximum epochs (an epoch is one pass over the training slices on average).
@@ -77,22 +81,29 @@ def train(
         components: Connected components to keep per organ at prediction (default 1 each).
         loss: ``bce`` (the paper's partial BCE) or ``bce+dice`` (adds a partial soft Dice on
             the same known pixels; learns small structures faster).
+        checkpoint_every: Minutes of training between resumable checkpoints
+            (``output/resume.safetensors``, also written at the end); ``0`` or ``None``: none.
+        resume: Continue from ``output/resume.safetensors`` when it exists (the settings and
+            data must be the same); without it, training starts from scratch.
 
     Returns:
         The model folder.
 
     Raises:
         SparsesegError: Bad dataset specs or unreadable/inconsistent data.
+        ModelError: ``resume`` with a corrupt checkpoint or one made with other settings.
     """
     import torch
     from tqdm.auto import tqdm
 
+    from sparseseg import distributed
     from sparseseg.checkpoint import save_model
     from sparseseg.device import resolve_device
     from sparseseg.ltuda.data import load_cases, split_validation
     from sparseseg.ltuda.model import LTUDAModel
     from sparseseg.ltuda.network import default_depth
     from sparseseg.ltuda.trainer import METHODS, Trainer, TrainSettings
+    from sparseseg.runstate import RESUME_NAME, RunCheckpoint
 
     if method not in METHODS:
         raise SparsesegError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -102,6 +113,8 @@ def train(
             raise SparsesegError(f"{name} must be >= {low}, got {value}")
     if max_time is not None and max_time <= 0:
         raise SparsesegError(f"max_time must be positive, got {max_time}")
+    if checkpoint_every is not None and checkpoint_every < 0:
+        raise SparsesegError(f"checkpoint_every must be >= 0 minutes, got {checkpoint_every}")
     if loss not in ("bce", "bce+dice"):
         raise SparsesegError(f"unknown loss {loss!r}; use bce or bce+dice")
     if not 0 <= val_fraction < 1:
@@ -117,85 +130,111 @@ def train(
     if output.exists() and not output.is_dir():
         raise InputError("exists and is not a folder", output)
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    cases = load_cases(datasets, organs, size)
-    train_cases, val_cases = split_validation(cases, val_fraction, rng)
-    if not val_cases:
-        log.warning("no validation cases (too few cases or val_fraction=0): keeping the last "
-                    "epoch instead of the best")
-    log.info("%d training and %d validation cases, organs: %s", len(train_cases),
-             len(val_cases), ", ".join(organs))
-    depth = default_depth(size)
-    model = LTUDAModel(n_organs=len(organs), base_channels=base_channels, depth=depth)
-    settings = TrainSettings(method=method, epochs=int(epochs), max_time=max_time,
-                             batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
-                             dice=loss == "bce+dice")
-    trainer = Trainer(model, train_cases, val_cases, settings, dev)
-    output.mkdir(parents=True, exist_ok=True)
-    config = {
-        "method": method,
-        "organs": organs,
-        "size": size,
-        "base_channels": base_channels,
-        "depth": depth,
-        "embed_dim": 64,
-        "n_prototypes": 5,
-        "temperature": model.temperature,
-        "components": {o: int(components.get(o, 1)) for o in organs},
-        "normalization": "per-volume clip to 0.5-99.5 percentiles, then z-score",
-        "slice_axis": "third voxel axis (sparseseg.io.SLICE_AXIS)",
-        "datasets": [{"path": str(d.path), "organs": d.organs} for d in datasets],
-        "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
-                     "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
-                     "val_fraction": val_fraction,
-                     "val_cases": [c.name for c in val_cases]},
-    }
-    history: list[dict] = []
-    best = {"score": -math.inf}
-    start = time.monotonic()
-    bar = tqdm(total=epochs, disable=not progress, desc=f"ltuda {method}", unit="epoch")
+    with distributed.session(dev) as (dist, dev):
+        progress = progress and dist.is_main
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        cases = load_cases(datasets, organs, size)
+        train_cases, val_cases = split_validation(cases, val_fraction, rng)
+        if not val_cases:
+            log.warning("no validation cases (too few cases or val_fraction=0): keeping the "
+                        "last epoch instead of the best")
+        log.info("%d training and %d validation cases, organs: %s", len(train_cases),
+                 len(val_cases), ", ".join(organs))
+        depth = default_depth(size)
+        model = LTUDAModel(n_organs=len(organs), base_channels=base_channels, depth=depth)
+        settings = TrainSettings(method=method, epochs=int(epochs), max_time=max_time,
+                                 batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
+                                 dice=loss == "bce+dice")
+        trainer = Trainer(model, train_cases, val_cases, settings, dev, dist=dist)
+        if dist.is_main:
+            output.mkdir(parents=True, exist_ok=True)
+        config = {
+            "method": method,
+            "organs": organs,
+            "size": size,
+            "base_channels": base_channels,
+            "depth": depth,
+            "embed_dim": 64,
+            "n_prototypes": 5,
+            "temperature": model.temperature,
+            "components": {o: int(components.get(o, 1)) for o in organs},
+            "normalization": "per-volume clip to 0.5-99.5 percentiles, then z-score",
+            "slice_axis": "third voxel axis (sparseseg.io.SLICE_AXIS)",
+            "datasets": [{"path": str(d.path), "organs": d.organs} for d in datasets],
+            "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
+                         "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
+                         "val_fraction": val_fraction,
+                         "val_cases": [c.name for c in val_cases]},
+        }
+        if dist.enabled:
+            config["distributed"] = {"world_size": dist.world_size, "backend": dist.backend}
+        trainer.record = {"history": [], "best": {"score": -math.inf}}
+        checkpoint = None
+        if checkpoint_every or resume:
+            checkpoint = RunCheckpoint(output / RESUME_NAME, kind="ltuda",
+                                       fingerprint=trainer.fingerprint(),
+                                       every_minutes=checkpoint_every or None, rank=dist.rank)
+        if resume:
+            saved = checkpoint.load()
+            if saved is None:
+                log.warning("%s: no checkpoint to resume from; training from scratch",
+                            checkpoint.path)
+            else:
+                trainer.restore(saved, checkpoint.path)
+                log.info("resuming from %s at epoch %d, step %d", checkpoint.path,
+                         trainer.epoch, trainer.step)
+        if checkpoint is not None:
+            checkpoint.remove_stale()
+            if not checkpoint_every:  # resume only: write no checkpoint of our own
+                checkpoint = None
+        history: list[dict] = trainer.record["history"]
+        best: dict = trainer.record["best"]
+        bar = tqdm(total=epochs, initial=min(trainer.epoch - 1, epochs), disable=not progress,
+                   desc=f"ltuda {method}", unit="epoch")
 
-    last = {"text": ""}
+        last = {"text": ""}
 
-    def on_step(rec: dict) -> None:
-        bar.set_postfix_str(f"epoch {rec['epoch']} step {rec['step']}/{rec['steps']} "
-                            f"loss {rec['total']:.3f} {last['text']}", refresh=False)
+        def on_step(rec: dict) -> None:
+            bar.set_postfix_str(f"epoch {rec['epoch']} step {rec['step']}/{rec['steps']} "
+                                f"loss {rec['total']:.3f} {last['text']}", refresh=False)
 
-    def on_epoch(rec: dict) -> None:
-        val = rec["val"]
-        score = float(np.nanmean(val)) if np.isfinite(val).any() else -math.inf
-        row = {"epoch": rec["epoch"], "stage": rec["stage"], "lr": rec["lr"],
-               **{k: v for k, v in rec.items() if k.startswith("loss_")},
-               **{f"val_dice_{o}": v for o, v in zip(organs, val, strict=True)},
-               "val_dice_mean": score if math.isfinite(score) else float("nan"),
-               **{f"val_mean_{c}": (v if math.isfinite(v) else float("nan"))
-                  for c, v in rec.get("val_by_classifier", {}).items()},
-               "classifier": rec["classifier"], "elapsed_s": rec["elapsed"]}
-        history.append(row)
-        improved = score > best["score"] or not val_cases
-        if improved:
-            best.update(score=score, epoch=rec["epoch"], classifier=rec["classifier"])
-            meta = {**config, "classifier": rec["classifier"],
-                    "best_epoch": rec["epoch"],
-                    "val_dice": {o: (None if v != v else float(v))
-                                 for o, v in zip(organs, val, strict=True)}}
-            save_model(output, kind="ltuda", config=meta, state=trainer.model.state_dict())
-        _write_log(output, history, organs)
-        left = ""
-        if max_time:
-            left = f" left {max(0.0, max_time - (time.monotonic() - start) / 60):.1f} min"
-        last["text"] = f"| val {_format_dice(organs, val)}{left}"
-        bar.update(1)
-        bar.set_postfix_str(f"loss {row.get('loss_total', float('nan')):.3f} {last['text']}")
-        log.debug("epoch %d: %s", rec["epoch"], row)
+        def on_epoch(rec: dict) -> None:
+            val = rec["val"]
+            score = float(np.nanmean(val)) if np.isfinite(val).any() else -math.inf
+            row = {"epoch": rec["epoch"], "stage": rec["stage"], "lr": rec["lr"],
+                   **{k: v for k, v in rec.items() if k.startswith("loss_")},
+                   **{f"val_dice_{o}": v for o, v in zip(organs, val, strict=True)},
+                   "val_dice_mean": score if math.isfinite(score) else float("nan"),
+                   **{f"val_mean_{c}": (v if math.isfinite(v) else float("nan"))
+                      for c, v in rec.get("val_by_classifier", {}).items()},
+                   "classifier": rec["classifier"], "elapsed_s": rec["elapsed"]}
+            history.append(row)
+            improved = score > best["score"] or not val_cases
+            if improved:
+                best.update(score=score, epoch=rec["epoch"], classifier=rec["classifier"])
+                meta = {**config, "classifier": rec["classifier"],
+                        "best_epoch": rec["epoch"],
+                        "val_dice": {o: (None if v != v else float(v))
+                                     for o, v in zip(organs, val, strict=True)}}
+                save_model(output, kind="ltuda", config=meta, state=trainer.model.state_dict())
+            _write_log(output, history, organs)
+            left = ""
+            if max_time:
+                left = f" left {max(0.0, max_time - rec['elapsed'] / 60):.1f} min"
+            last["text"] = f"| val {_format_dice(organs, val)}{left}"
+            bar.update(1)
+            bar.set_postfix_str(f"loss {row.get('loss_total', float('nan')):.3f} "
+                                f"{last['text']}")
+            log.debug("epoch %d: %s", rec["epoch"], row)
 
-    try:
-        trainer.run(on_epoch, on_step if progress else None)
-    finally:
-        bar.close()
-    log.info("best epoch %s (validation mean Dice %.3f, %s classifier); model in %s",
-             best.get("epoch"), best["score"], best.get("classifier"), output)
+        try:
+            trainer.run(on_epoch, on_step if progress else None, checkpoint=checkpoint)
+        finally:
+            bar.close()
+        if dist.is_main:
+            log.info("best epoch %s (validation mean Dice %.3f, %s classifier); model in %s",
+                     best.get("epoch"), best["score"], best.get("classifier"), output)
     return output
 
 
@@ -224,10 +263,16 @@ def predict(
     output: str | Path,
     device: str = "auto",
     progress: bool = True,
+    num_parts: int = 1,
+    part_id: int = 0,
+    skip_existing: bool = False,
 ) -> list[Path]:
     """Segment volumes with a trained model; write label maps in each input's geometry.
 
     Output label ``k`` (1-based) is the ``k``-th organ of ``config.json``'s ``organs``.
+    With an output folder this is a batch run (:func:`sparseseg.batch.run_batch`): a case
+    that cannot be read is reported and the others are still written; cases can be split
+    across workers and an interrupted run resumed.
 
     Args:
         model: Model folder written by :func:`train`.
@@ -236,31 +281,51 @@ def predict(
             extension, else a folder (created) receiving ``CASE.nii.gz`` files.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         progress: Show a progress bar.
+        num_parts: Split the cases (sorted by name) into this many parts (output folder only).
+        part_id: The part to process, ``0 .. num_parts - 1``.
+        skip_existing: Skip cases whose output file exists (output folder only).
 
     Returns:
-        The written files.
-    """
-    from tqdm.auto import tqdm
+        The written file, or with an output folder the output file of every case of the
+        part (sorted by case name), including those skipped because they existed.
 
+    Raises:
+        BatchError: With an output folder, some cases failed; the others are written.
+        SparsesegError: Bad arguments, unusable model or input, or an output that cannot
+            be written.
+    """
+    from sparseseg.batch import BatchError, run_batch, validate_parts
     from sparseseg.device import resolve_device
     from sparseseg.io import find_cases, read_volume, write_volume
     from sparseseg.io.formats import is_volume_file
     from sparseseg.ltuda.predictor import load_ltuda, segment_volume
 
+    validate_parts(num_parts, part_id)
     dev = resolve_device(device)
     config, net = load_ltuda(model, dev)
     cases = find_cases(inputs)
     output = Path(output)
     single_file = len(cases) == 1 and is_volume_file(output) and not output.is_dir()
-    if not single_file:
-        if output.exists() and not output.is_dir():
-            raise InputError("exists and is not a folder (several inputs need a folder)", output)
-        output.mkdir(parents=True, exist_ok=True)
-    written = []
-    for case in tqdm(cases, disable=not progress, desc="ltuda predict", unit="volume"):
-        volume = read_volume(case.image)
+    if single_file:
+        if num_parts != 1 or part_id != 0 or skip_existing:
+            raise SparsesegError("num_parts, part_id and skip_existing (--num-parts, "
+                                 "--part-id, --continue) need an output folder", output)
+        volume = read_volume(cases[0].image)
         labels = segment_volume(net, volume, config, dev)
-        target = output if single_file else output / f"{case.name}.nii.gz"
-        written.append(write_volume(target, labels, volume, dtype=np.uint8))
-        log.info("%s -> %s", case.image, target)
-    return written
+        log.info("%s -> %s", cases[0].image, output)
+        return [write_volume(output, labels, volume, dtype=np.uint8)]
+
+    def work(case):
+        volume = read_volume(case.image)
+        return segment_volume(net, volume, config, dev), volume
+
+    def save(result, target: Path) -> None:
+        labels, volume = result
+        write_volume(target, labels, volume, dtype=np.uint8)
+
+    report = run_batch(cases, output=output, work=work, save=save, num_parts=num_parts,
+                       part_id=part_id, skip_existing=skip_existing, progress=progress,
+                       desc="ltuda predict")
+    if report.failed:
+        raise BatchError(report)
+    return [report.outputs[name] for name in sorted(report.outputs)]

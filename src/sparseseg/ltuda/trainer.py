@@ -19,20 +19,28 @@ default here. The poly schedule follows the fraction of the run done (epochs or 
 
 Loss: the paper's per-channel partial BCE; ``dice=True`` adds a partial soft Dice term on the same
 known pixels to every supervised term, which learns small structures much faster on a CPU budget.
+
+Runs can be saved and continued at any step (:meth:`Trainer.state`, :meth:`Trainer.restore`,
+:mod:`sparseseg.runstate`) and trained data-parallel under ``torchrun``
+(:mod:`sparseseg.distributed`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from sparseseg import distributed
+from sparseseg.distributed import DistInfo
+from sparseseg.errors import ModelError
 from sparseseg.ltuda.augment import (
     apply_affine,
     apply_cutmix,
@@ -47,6 +55,19 @@ from sparseseg.ltuda.losses import supervised_loss
 from sparseseg.ltuda.model import CLASSIFIERS, LTUDAModel
 from sparseseg.ltuda.prototypes import prototype_loss
 from sparseseg.ltuda.pseudo import merge_pseudo_labels
+from sparseseg.runstate import (
+    RunCheckpoint,
+    RunClock,
+    RunState,
+    architecture_digest,
+    digest,
+    load_optimizer_state,
+    optimizer_state,
+    prefixed,
+    rng_state,
+    set_rng_state,
+    unprefixed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +158,35 @@ def mean_score(val: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else -np.inf
 
 
+class _StepLoss(nn.Module):
+    """One training step's loss as a single ``forward``.
+
+    Data-parallel training averages the gradients of the parameters of the wrapped module
+    used inside its ``forward``; LTUDA's loss runs the U-Net several times and the projection
+    head outside ``LTUDAModel.forward``, so the whole loss is computed here. ``parts`` are the
+    modules trained in the current stage (the projection head only in stage 2).
+    """
+
+    def __init__(self, trainer: Trainer, parts: list[nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self._loss = trainer.loss
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                m: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``Trainer.loss`` of a batch."""
+        return self._loss(x, y, m)
+
+
 class Trainer:
     """Runs the training loop and reports each epoch through ``on_epoch``.
+
+    Under ``torchrun`` (``dist`` with several processes) every process draws its own batches
+    (seeds ``seed + rank``), gradients are averaged by
+    :class:`~torch.nn.parallel.DistributedDataParallel`, buffers (batch-norm statistics,
+    prototypes) are copied from rank 0 after each step so the student, the teacher and the
+    prototypes stay identical everywhere, an epoch's steps are split across the processes,
+    and rank 0 alone validates and calls ``on_epoch``.
 
     Args:
         model: The model to train (its prototype branch is used in stage 2 only).
@@ -146,18 +194,24 @@ class Trainer:
         val_cases: Validation cases (partial labels of the training data).
         settings: Hyper-parameters.
         device: Compute device.
+        dist: This process's place in a data-parallel run (default: the current process
+            group, or a single process).
     """
 
     def __init__(self, model: LTUDAModel, train_cases: list[SliceCase],
-                 val_cases: list[SliceCase], settings: TrainSettings, device: torch.device):
+                 val_cases: list[SliceCase], settings: TrainSettings, device: torch.device,
+                 dist: DistInfo | None = None):
         if settings.method not in METHODS:
             raise ValueError(f"unknown method {settings.method!r}; use one of {METHODS}")
         self.model = model.to(device)
         self.settings = settings
         self.device = device
+        self.dist = dist or distributed.current()
+        self.train_cases = train_cases
         self.val_cases = val_cases
-        self.rng = np.random.default_rng(settings.seed)
-        self.generator = torch.Generator().manual_seed(settings.seed)
+        sample_seed = settings.seed + self.dist.rank
+        self.rng = np.random.default_rng(sample_seed)
+        self.generator = torch.Generator().manual_seed(sample_seed)
         self.sampler = SliceSampler(train_cases, settings.batch_size, self.rng)
         self.teacher: nn.Module | None = None
         if settings.method != "partial":
@@ -167,6 +221,19 @@ class Trainer:
         self.step = 0
         self.stage = 1
         self.optimizer = self._make_optimizer(stage=1)
+        self.steps_per_epoch = -(-len(self.sampler) // self.dist.world_size)
+        # Progress of run(): the epoch under way (1-based), steps done in it, its summed
+        # losses, the last learning rate, training seconds, and whether the run is over.
+        self.epoch = 1
+        self.epoch_step = 0
+        self.sums: dict[str, float] = {}
+        self.lr = settings.lr
+        self.elapsed = 0.0
+        self.finished = False
+        self.record: dict[str, Any] = {}
+        """JSON bookkeeping of the caller (history, best epoch), saved in checkpoints."""
+        self._parallel: nn.Module | None = None
+        self._parallel_stage = 0
 
     def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
         params = list(self.model.unet.parameters())
@@ -188,10 +255,10 @@ class Trainer:
         for t, s in zip(self.teacher.buffers(), self.model.unet.buffers(), strict=True):
             t.copy_(s)
 
-    def train_step(self) -> dict[str, float]:
-        """One optimisation step; returns its loss terms."""
-        model, dev, g = self.model, self.device, self.generator
-        x, y, m = (t.to(dev) for t in self.sampler.batch())
+    def loss(self, x: torch.Tensor, y: torch.Tensor,
+             m: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of a batch and its terms (stage 2 also moves the prototypes)."""
+        model, g = self.model, self.generator
         theta = weak_params(x.shape[0], generator=g)
         xw, yw = apply_affine(theta, x, y)
         model.train()
@@ -219,9 +286,23 @@ class Trainer:
             terms["cda"] = loss_cda.item()
             if self.stage == 2:
                 terms["proto"] = loss_proto.item()
+        return loss, terms
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step; returns its loss terms."""
+        x, y, m = (t.to(self.device) for t in self.sampler.batch())
+        if self.dist.enabled:
+            if self._parallel is None or self._parallel_stage != self.stage:
+                parts = [self.model.unet] + ([self.model.projection] if self.stage == 2 else [])
+                self._parallel = distributed.data_parallel(_StepLoss(self, parts), self.device)
+                self._parallel_stage = self.stage
+            loss, terms = self._parallel(x, y, m)
+        else:
+            loss, terms = self.loss(x, y, m)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        distributed.sync_buffers(self.model)
         self.step += 1
         if self.teacher is not None:
             self._update_teacher()
@@ -278,6 +359,7 @@ class Trainer:
         group["params"] = list(self.model.projection.parameters())
         self.optimizer.add_param_group(group)
         self.init_prototypes()
+        distributed.sync_buffers(self.model)  # each process initialised from its own batches
         log.info("stage 2 (prototype alignment) from step %d", self.step)
 
     @torch.no_grad()
@@ -319,52 +401,156 @@ class Trainer:
             log.info("prototypes initialised for classes %s", done)
 
     def run(self, on_epoch: Callable[[dict], None],
-            on_step: Callable[[dict], None] | None = None) -> None:
+            on_step: Callable[[dict], None] | None = None, *,
+            checkpoint: RunCheckpoint | None = None) -> None:
         """Train until the epochs or the time budget run out, calling ``on_epoch`` each epoch.
 
-        ``on_epoch`` receives a record with ``epoch``, ``stage``, ``lr``, mean losses,
-        ``val`` (Dice per organ of the best-validating classifier), ``classifier`` (its name:
-        ``linear`` in stage 1; in stage 2 the best of linear, labeled and unlabeled),
-        ``val_by_classifier`` (mean Dice of each classifier validated) and ``elapsed``.
+        Continues where a :meth:`restore`-d state left off. ``on_epoch`` receives a record with
+        ``epoch``, ``stage``, ``lr``, mean losses, ``val`` (Dice per organ of the
+        best-validating classifier), ``classifier`` (its name: ``linear`` in stage 1; in stage
+        2 the best of linear, labeled and unlabeled), ``val_by_classifier`` (mean Dice of each
+        classifier validated) and ``elapsed``. With several processes only rank 0 validates
+        and calls ``on_epoch``.
+
+        Args:
+            on_epoch: Called after each epoch's validation.
+            on_step: Called after each step (``epoch``, ``step``, ``steps`` and loss terms).
+            checkpoint: Where and how often to save a resumable checkpoint (also saved at
+                the end); ``None``: never.
         """
         s = self.settings
-        start = time.monotonic()
+        clock = RunClock(self.elapsed)
         limit = None if s.max_time is None else s.max_time * 60
-        steps = len(self.sampler)
-        for epoch in range(1, s.epochs + 1):
-            sums: dict[str, float] = {}
+        steps = self.steps_per_epoch
+        if checkpoint is not None:
+            checkpoint.start(self.elapsed)
+        while self.epoch <= s.epochs and not self.finished:
+            epoch = self.epoch
             stop = False
-            for i in range(steps):
-                elapsed = time.monotonic() - start
+            while self.epoch_step < steps:
+                i = self.epoch_step
+                elapsed = clock.agreed() if limit else clock.local()
                 progress = (epoch - 1 + i / steps) / s.epochs
                 if limit:
                     progress = max(progress, elapsed / limit)
                 if s.method == "ltuda" and self.stage == 1 and progress >= s.stage1_fraction:
                     self.start_stage2()
-                lr = self.set_lr(progress)
+                self.lr = self.set_lr(progress)
                 terms = self.train_step()
                 for key, v in terms.items():
-                    sums[key] = sums.get(key, 0.0) + v
+                    self.sums[key] = self.sums.get(key, 0.0) + v
+                self.epoch_step += 1
                 if on_step is not None:
                     on_step({"epoch": epoch, "step": i + 1, "steps": steps, **terms})
-                if limit and time.monotonic() - start >= limit:
+                if not limit and checkpoint is None:
+                    continue
+                now = clock.agreed()
+                if limit and now >= limit:
                     stop = True
                     break
-            n = i + 1
-            classifiers = CLASSIFIERS if self.stage == 2 else ("linear",)
-            vals = validate_all(self.model, self.val_cases, classifiers, self.device)
-            # The classifier that validates best (ties: the first of linear, labeled,
-            # unlabeled); without any score, the paper's test-time choice (unlabeled in stage 2).
-            classifier = max(classifiers, key=lambda c: mean_score(vals[c]))
-            if not np.isfinite(mean_score(vals[classifier])):
-                classifier = classifiers[-1]
-            on_epoch({
-                "epoch": epoch, "stage": self.stage, "lr": lr,
-                **{f"loss_{k}": v / n for k, v in sums.items()},
-                "val": vals[classifier], "classifier": classifier,
-                "val_by_classifier": {c: mean_score(v) for c, v in vals.items()},
-                "elapsed": time.monotonic() - start,
-            })
+                if checkpoint is not None and checkpoint.due(now):
+                    self._save(checkpoint, now)
+            n = max(self.epoch_step, 1)
+            if self.dist.is_main:
+                classifiers = CLASSIFIERS if self.stage == 2 else ("linear",)
+                vals = validate_all(self.model, self.val_cases, classifiers, self.device)
+                # The classifier that validates best (ties: the first of linear, labeled,
+                # unlabeled); without any score, the paper's test-time choice (unlabeled in
+                # stage 2).
+                classifier = max(classifiers, key=lambda c: mean_score(vals[c]))
+                if not np.isfinite(mean_score(vals[classifier])):
+                    classifier = classifiers[-1]
+                on_epoch({
+                    "epoch": epoch, "stage": self.stage, "lr": self.lr,
+                    **{f"loss_{k}": v / n for k, v in self.sums.items()},
+                    "val": vals[classifier], "classifier": classifier,
+                    "val_by_classifier": {c: mean_score(v) for c, v in vals.items()},
+                    "elapsed": clock.local(),
+                })
+            self.epoch += 1
+            self.epoch_step = 0
+            self.sums = {}
             if stop:
                 log.info("time budget of %.1f min reached after %d epochs", s.max_time, epoch)
+                self.finished = True
                 break
+            if checkpoint is not None:
+                now = clock.agreed()
+                if checkpoint.due(now):
+                    self._save(checkpoint, now)
+        self.finished = True
+        if checkpoint is not None:
+            self._save(checkpoint, clock.agreed())
+
+    # ------------------------------------------------------------------ checkpoints
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings and data a resumed run must share with the run it continues."""
+        settings = asdict(self.settings)
+        return {
+            "training": settings,
+            "architecture": architecture_digest(self.model),
+            "train_data": digest([x for c in self.train_cases for x in
+                                  (c.name, str(c.dataset), c.image, c.target, c.labeled)]),
+            "val_data": digest([x for c in self.val_cases for x in
+                                (c.name, str(c.dataset), c.image, c.target, c.labeled)]),
+            "world_size": self.dist.world_size,
+        }
+
+    def _save(self, checkpoint: RunCheckpoint, elapsed: float) -> None:
+        self.elapsed = elapsed
+        rng = rng_state(self.rng, self.generator, self.device)
+        checkpoint.save(self.state, rng, elapsed)
+
+    def state(self) -> RunState:
+        """Everything needed to continue this run (see :mod:`sparseseg.runstate`)."""
+        optim_json, optim_tensors = optimizer_state(self.optimizer)
+        meta = {
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "step": self.step,
+            "stage": self.stage,
+            "sums": self.sums,
+            "lr": self.lr,
+            "elapsed": self.elapsed,
+            "finished": self.finished,
+            "optimizer": optim_json,
+            "record": self.record,
+        }
+        tensors = {**prefixed("model", self.model.state_dict()), **optim_tensors}
+        if self.teacher is not None:
+            tensors.update(prefixed("teacher", self.teacher.state_dict()))
+        return RunState(meta=meta, tensors=tensors,
+                        rng=rng_state(self.rng, self.generator, self.device))
+
+    def restore(self, state: RunState, source: str | Path | None = None) -> None:
+        """Continue from a saved :meth:`state` (same settings, data and number of processes).
+
+        Raises:
+            ModelError: The state does not fit this trainer.
+        """
+        meta = state.meta
+        try:
+            self.model.load_state_dict(unprefixed("model", state.tensors), strict=True)
+            if self.teacher is not None:
+                self.teacher.load_state_dict(unprefixed("teacher", state.tensors), strict=True)
+            self.stage = int(meta["stage"])
+            self.optimizer = self._make_optimizer(stage=1)
+            if self.stage == 2:
+                group = dict(self.optimizer.param_groups[0])
+                group["params"] = list(self.model.projection.parameters())
+                self.optimizer.add_param_group(group)
+            load_optimizer_state(self.optimizer, meta["optimizer"], state.tensors)
+            set_rng_state(state.rng, self.rng, self.generator, self.device)
+            self.epoch = int(meta["epoch"])
+            self.epoch_step = int(meta["epoch_step"])
+            self.step = int(meta["step"])
+            self.sums = {str(k): float(v) for k, v in meta["sums"].items()}
+            self.lr = float(meta["lr"])
+            self.elapsed = float(meta["elapsed"])
+            self.finished = bool(meta["finished"])
+            self.record = dict(meta["record"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+            raise ModelError(f"training checkpoint does not fit this run ({message})",
+                             source) from None
+        self.model.to(self.device)

@@ -33,6 +33,7 @@ from sparseseg.oneseg.preprocess import volume_to_slices
 from sparseseg.oneseg.propagation import chain_propagate, oneseg_step
 from sparseseg.oneseg.screening import most_representative
 from sparseseg.oneseg.training import OneSegTrainer, TrainConfig, TrainState
+from sparseseg.viz import check_png_path, preview_figure, write_png
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +63,24 @@ def train(
     pairs: str = "screened",
     scheduled_sampling: bool = True,
     cycle: bool = True,
+    batch_size: int = 8,
+    pairs_per_epoch: int = 1600,
     network: NetworkConfig | None = None,
     training: TrainConfig | None = None,
+    checkpoint_every: float | None = 5.0,
+    resume: bool = False,
     progress: bool = True,
 ) -> Path:
     """Train OneSeg self-supervised on unlabeled volumes and save a model folder.
 
+    Under ``torchrun`` the processes train data-parallel (see :mod:`sparseseg.distributed`);
+    only rank 0 writes files and shows progress.
+
     Args:
         images: Volume files, folders of volumes, or dataset folders (``imagesTr/`` only;
             labels are never read).
-        output: Model folder to write (``config.json`` + ``model.safetensors``).
+        output: Model folder to write (``config.json`` + ``model.safetensors``, and the
+            resumable checkpoint ``resume.safetensors``).
         epochs: Training epochs (learning rate halves after each).
         max_time: Stop after this many minutes and save the model as it is.
         size: In-plane size slices are resized to (paper: 256; 128 is much faster on a CPU).
@@ -81,17 +90,29 @@ def train(
         pairs: ``screened`` (OneSeg) or ``random`` (ablation).
         scheduled_sampling: Use scheduled sampling (ablation: False).
         cycle: Use cycle consistency (ablation: False).
+        batch_size: Samples per step and process.
+        pairs_per_epoch: Training samples per epoch (all processes together).
         network: Full network settings (overrides ``bottleneck``).
         training: Full training settings (overrides the simple arguments above).
+        checkpoint_every: Minutes of training between resumable checkpoints
+            (``output/resume.safetensors``, also written at the end); ``0`` or ``None``: none.
+        resume: Continue from ``output/resume.safetensors`` when it exists (the settings and
+            data must be the same); without it, training starts from scratch.
         progress: Show a progress bar.
 
     Returns:
         The model folder.
 
     Raises:
-        InputError: No usable volume among the inputs, or an unreadable one.
+        InputError: No usable volume among the inputs, an unreadable one, or a bad setting.
+        ModelError: ``resume`` with a corrupt checkpoint or one made with other settings.
     """
+    from sparseseg import distributed
+    from sparseseg.runstate import RESUME_NAME, RunCheckpoint
+
     dev = resolve_device(device)
+    if checkpoint_every is not None and checkpoint_every < 0:
+        raise InputError(f"checkpoint_every must be >= 0 minutes, got {checkpoint_every}")
     net_cfg = network or NetworkConfig(bottleneck=bottleneck)
     cfg = training or TrainConfig(
         epochs=epochs,
@@ -101,50 +122,81 @@ def train(
         pairs=pairs,
         scheduled_sampling=scheduled_sampling,
         cycle=cycle,
+        batch_size=batch_size,
+        pairs_per_epoch=pairs_per_epoch,
     )
     if cfg.pairs not in ("screened", "random"):
         raise InputError(f"unknown pair mode {cfg.pairs!r} (screened or random)")
+    for name, value, low in (("epochs", cfg.epochs, 0), ("batch_size", cfg.batch_size, 1),
+                             ("pairs_per_epoch", cfg.pairs_per_epoch, 1)):
+        if int(value) < low:
+            raise InputError(f"{name} must be >= {low}, got {value}")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InputError("exists and is not a folder", output)
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
-    volumes = []
-    for case in tqdm(cases, desc="loading", disable=not progress, unit="vol", leave=False):
-        vol = read_volume(case.image)
-        if vol.shape[SLICE_AXIS] < 2:
-            log.warning("%s: fewer than 2 slices, skipped", case.image)
-            continue
-        volumes.append(volume_to_slices(vol.array, size=cfg.size))
-    if not volumes:
-        raise InputError("no volume with at least 2 slices to train on", Path(str(images)))
-    log.info(
-        "training OneSeg on %d volumes (%d slices) on %s",
-        len(volumes),
-        sum(len(v) for v in volumes),
-        dev,
-    )
-    trainer = OneSegTrainer(volumes, network=net_cfg, config=cfg, device=dev)
-    bar = tqdm(
-        total=trainer.steps_per_epoch * cfg.epochs,
-        disable=not progress,
-        unit="step",
-        desc="training",
-    )
-
-    def report(state: TrainState) -> None:
-        bar.update(1)
-        bar.set_postfix(
-            epoch=f"{state.epoch}/{cfg.epochs}", loss=f"{state.loss:.4f}", refresh=False
+    with distributed.session(dev) as (dist, dev):
+        progress = progress and dist.is_main
+        volumes = []
+        for case in tqdm(cases, desc="loading", disable=not progress, unit="vol", leave=False):
+            vol = read_volume(case.image)
+            if vol.shape[SLICE_AXIS] < 2:
+                log.warning("%s: fewer than 2 slices, skipped", case.image)
+                continue
+            volumes.append(volume_to_slices(vol.array, size=cfg.size))
+        if not volumes:
+            raise InputError("no volume with at least 2 slices to train on", Path(str(images)))
+        log.info(
+            "training OneSeg on %d volumes (%d slices) on %s%s",
+            len(volumes),
+            sum(len(v) for v in volumes),
+            dev,
+            f" x {dist.world_size} processes" if dist.enabled else "",
+        )
+        trainer = OneSegTrainer(volumes, network=net_cfg, config=cfg, device=dev, dist=dist)
+        checkpoint = None
+        if checkpoint_every or resume:
+            checkpoint = RunCheckpoint(output / RESUME_NAME, kind="oneseg",
+                                       fingerprint=trainer.fingerprint(),
+                                       every_minutes=checkpoint_every or None, rank=dist.rank)
+        if resume:
+            saved = checkpoint.load()
+            if saved is None:
+                log.warning("%s: no checkpoint to resume from; training from scratch",
+                            checkpoint.path)
+            else:
+                trainer.restore(saved, checkpoint.path)
+                log.info("resuming from %s at epoch %d, step %d", checkpoint.path,
+                         trainer.epoch + 1, trainer.step)
+        if checkpoint is not None:
+            checkpoint.remove_stale()
+            if not checkpoint_every:  # resume only: write no checkpoint of our own
+                checkpoint = None
+        bar = tqdm(
+            total=trainer.steps_per_epoch * cfg.epochs,
+            initial=trainer.step,
+            disable=not progress,
+            unit="step",
+            desc="training",
         )
 
-    try:
-        net = trainer.fit(report)
-    finally:
-        bar.close()
-    model = OneSegModel(
-        net,
-        size=cfg.size,
-        device=dev,
-        extra={"training": trainer.record(), "n_volumes": len(volumes)},
-    )
-    path = model.save(output)
+        def report(state: TrainState) -> None:
+            bar.update(1)
+            bar.set_postfix(
+                epoch=f"{state.epoch}/{cfg.epochs}", loss=f"{state.loss:.4f}", refresh=False
+            )
+
+        try:
+            net = trainer.fit(report, checkpoint=checkpoint)
+        finally:
+            bar.close()
+        if not dist.is_main:
+            return output
+        extra = {"training": trainer.record(), "n_volumes": len(volumes)}
+        if dist.enabled:
+            extra["distributed"] = {"world_size": dist.world_size, "backend": dist.backend}
+        model = OneSegModel(net, size=cfg.size, device=dev, extra=extra)
+        path = model.save(output)
     log.info("model saved to %s", path)
     return path
 
@@ -183,6 +235,7 @@ def propagate(
     method: str = "oneseg",
     device: str = "auto",
     progress: bool = False,
+    preview: PathLike | None = None,
 ) -> Volume:
     """Propagate one annotated slice through the whole volume.
 
@@ -199,6 +252,9 @@ def propagate(
             or ``copy``.
         device: Where to compute.
         progress: Show a progress bar.
+        preview: Also write a PNG of the result over the image here: a few axial slices
+            (the annotated one among them) and coronal and sagittal planes
+            (:func:`sparseseg.viz.preview_figure`).
 
     Returns:
         The label volume (written to ``output`` when given).
@@ -210,6 +266,8 @@ def propagate(
         raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
     if method == "oneseg" and model is None:
         raise InputError("OneSeg propagation needs a model folder (-m MODEL_DIR)")
+    if preview is not None:
+        check_png_path(preview)
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
     net = _as_model(model, device) if method == "oneseg" else None
@@ -238,5 +296,113 @@ def propagate(
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)
+    if preview is not None:
+        write_preview(preview, result=result, image=vol, annotated=index)
     return out
 
+
+def write_preview(path: PathLike, *, result: np.ndarray, image: Volume, annotated: int) -> Path:
+    """Write the preview PNG of a propagated label volume over its image.
+
+    Args:
+        path: Output ``.png`` file.
+        result: Propagated label array on the image's grid.
+        image: The image volume.
+        annotated: Index of the annotated slice.
+
+    Returns:
+        The written file.
+    """
+    name = image.path.name if image.path is not None else "volume"
+    figure = preview_figure(result, image=image.array, spacing=image.spacing,
+                            annotated=annotated, direction=image.direction,
+                            title=f"{name}: propagated from slice k={annotated}")
+    return write_png(path, figure)
+
+
+def propagate_batch(
+    *,
+    model: PathLike | OneSegModel | None = None,
+    images: PathLike | Sequence[PathLike],
+    annotations: PathLike,
+    output: PathLike,
+    verify: bool = False,
+    keep_largest: bool = True,
+    method: str = "oneseg",
+    device: str = "auto",
+    num_parts: int = 1,
+    part_id: int = 0,
+    skip_existing: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Propagate the annotated slice of every case of a folder; write ``OUTPUT/CASE.nii.gz``.
+
+    Each image is matched to its annotation by case name: image ``imagesTr/la_x_0000.nii.gz``
+    (or ``la_x.nii.gz``) goes with annotation ``ANNOTATIONS/la_x.nii.gz``. An annotation is a
+    label volume with exactly one labeled slice, as for :func:`propagate`. The model is loaded
+    once. Splitting, ``--continue`` and the per-case locks are those of
+    :func:`sparseseg.batch.run_batch`.
+
+    Args:
+        model: Model folder or loaded model (OneSeg only; baselines need none).
+        images: Folder of images, nnU-Net dataset folder (``imagesTr/``), or files.
+        annotations: Folder of annotation volumes named ``CASE.nii.gz``.
+        output: Output folder (created) receiving ``CASE.nii.gz``.
+        verify: Sli2Vol's per-step verification clean-up.
+        keep_largest: Keep the largest 3D component of each label.
+        method: ``oneseg``, ``registration`` or ``copy``.
+        device: Where to compute.
+        num_parts: Split the cases (sorted by name) into this many parts.
+        part_id: The part to process, ``0 .. num_parts - 1``.
+        skip_existing: Skip cases whose output exists (resume an interrupted run).
+        progress: Show a progress bar over cases.
+
+    Returns:
+        The output file of every case of the part, sorted by case name.
+
+    Raises:
+        BatchError: Some cases failed (no annotation, corrupt volume...); the others are
+            written. ``error.report`` says which and why.
+        SparsesegError: Bad arguments, unusable model, or an output that cannot be written;
+            nothing more is done.
+    """
+    from sparseseg.batch import BatchError, match_case_files, run_batch, validate_parts
+
+    validate_parts(num_parts, part_id)
+    if method not in METHODS:
+        raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
+    if method == "oneseg" and model is None:
+        raise InputError("OneSeg propagation needs a model folder (-m MODEL_DIR)")
+    cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
+    annotations, output = Path(annotations), Path(output)
+    if output.exists() and annotations.exists() and output.samefile(annotations):
+        raise InputError("is also the annotation folder; the outputs would replace the "
+                         "annotations", output)
+    matches, unmatched = match_case_files([c.name for c in cases], annotations)
+    if unmatched:
+        shown = ", ".join(p.name for p in unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+        log.warning("%s: %d annotation file(s) match no image: %s", annotations,
+                    len(unmatched), shown)
+    net = _as_model(model, device) if method == "oneseg" else None
+
+    def work(case) -> Volume:
+        found = matches.get(case.name, [])
+        if not found:
+            expected = annotations / f"{case.name}.nii.gz"
+            raise InputError(f"no annotation for case {case.name} (expected {expected})",
+                             case.image)
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise InputError(f"several annotations for case {case.name}: {names}", annotations)
+        return propagate(model=net, image=case.image, annotation=found[0], verify=verify,
+                         keep_largest=keep_largest, method=method, device=device)
+
+    def save(result: Volume, target: Path) -> None:
+        write_volume(target, result.array, result)
+
+    report = run_batch(cases, output=output, work=work, save=save, num_parts=num_parts,
+                       part_id=part_id, skip_existing=skip_existing, progress=progress,
+                       desc="oneseg propagate")
+    if report.failed:
+        raise BatchError(report)
+    return [report.outputs[name] for name in sorted(report.outputs)]

@@ -5,22 +5,44 @@ sets, Eq. 2-4) to get the training pairs, then trains the network to reconstruct
 from a reference slice by local attention (Eq. 8-9), with scheduled sampling (Eq. 10, weight
 annealed 0.9 -> 0.5) and cycle consistency (Eq. 11-12, weights 0.9 / 0.1). Adam, learning rate
 halved every epoch.
+
+Runs can be saved and continued at any step (:meth:`OneSegTrainer.state`,
+:meth:`OneSegTrainer.restore`, :mod:`sparseseg.runstate`) and trained data-parallel under
+``torchrun`` (:mod:`sparseseg.distributed`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from sparseseg import distributed
+from sparseseg.distributed import DistInfo
+from sparseseg.errors import ModelError
 from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.network import NetworkConfig, OneSegNet
 from sparseseg.oneseg.screening import random_pairs, representative_set, screened_pairs
+from sparseseg.runstate import (
+    RunCheckpoint,
+    RunClock,
+    RunState,
+    architecture_digest,
+    digest,
+    load_optimizer_state,
+    optimizer_state,
+    prefixed,
+    rng_state,
+    set_rng_state,
+    unprefixed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +176,37 @@ def reconstruction_loss(
     return (1.0 - cycle_weight) * forward + cycle_weight * cycle
 
 
+class _ReconstructionLoss(nn.Module):
+    """The whole training loss as one ``forward``, so that data-parallel training averages the
+    gradients of every parameter (the loss also calls ``net.copy``, not only ``net.forward``)."""
+
+    def __init__(self, net: OneSegNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, prev: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor,
+                **kwargs: Any) -> torch.Tensor:
+        """:func:`reconstruction_loss` of the wrapped network."""
+        return reconstruction_loss(self.net, prev, ref, tgt, **kwargs)
+
+
 class OneSegTrainer:
     """Train a OneSeg network on unlabeled volumes.
+
+    Under ``torchrun`` (``dist`` with several processes) every process draws its own samples
+    (seeds ``seed + rank``) from the same initial weights, gradients are averaged by
+    :class:`~torch.nn.parallel.DistributedDataParallel`, batch-norm statistics are copied from
+    rank 0 after each step, each process screens a share of the volumes and all use the same
+    pairs, and an epoch's steps are split across the processes (effective batch
+    ``batch_size * world_size``).
 
     Args:
         volumes: Prepared volumes, each ``(N_i, 1, S, S)`` (see ``preprocess.volume_to_slices``).
         network: Network settings.
         config: Training settings.
         device: Where to train.
+        dist: This process's place in a data-parallel run (default: the current process group,
+            or a single process).
     """
 
     def __init__(
@@ -171,25 +216,47 @@ class OneSegTrainer:
         network: NetworkConfig,
         config: TrainConfig,
         device: torch.device,
+        dist: DistInfo | None = None,
     ) -> None:
         self.volumes = [v for v in volumes if len(v) >= 2]
         if not self.volumes:
             raise ValueError("training needs at least one volume with two or more slices")
         self.config = config
+        self.network_config = network
         self.device = device
+        self.dist = dist or distributed.current()
         torch.manual_seed(config.seed)
-        self.rng = np.random.default_rng(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        sample_seed = config.seed + self.dist.rank
+        self.rng = np.random.default_rng(sample_seed)
+        self.generator = torch.Generator().manual_seed(sample_seed)
         self.net = OneSegNet(network).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=0.5)
-        self.steps_per_epoch = max(1, config.pairs_per_epoch // config.batch_size)
+        steps = max(1, config.pairs_per_epoch // config.batch_size)
+        self.steps_per_epoch = -(-steps // self.dist.world_size)
+        # Progress: epochs done, steps done in the current epoch and in all, the current
+        # epoch's training pairs (None until screened), training seconds, and whether done.
+        self.epoch = 0
+        self.epoch_step = 0
+        self.step = 0
+        self.pairs: list[list[tuple[int, int]]] | None = None
+        self.elapsed = 0.0
+        self.finished = False
+        self._parallel: nn.Module | None = None
 
+    # ------------------------------------------------------------------ training
     def screen(self) -> list[list[tuple[int, int]]]:
-        """Training pairs of every volume for this epoch."""
+        """Training pairs of every volume for this epoch.
+
+        With several processes each screens every ``world_size``-th volume and the pairs are
+        exchanged, so all processes train on the same pairs.
+        """
         cfg = self.config
+        world, rank = self.dist.world_size, self.dist.rank
         all_pairs = []
         for idx, vol in enumerate(self.volumes):
+            if idx % world != rank:
+                continue
             if cfg.pairs == "random":
                 all_pairs.append(random_pairs(len(vol), max(2, cfg.clusters), self.rng))
                 continue
@@ -202,7 +269,11 @@ class OneSegTrainer:
             if not pairs:  # a single cluster: fall back to neighbours
                 pairs = random_pairs(len(vol), 2, self.rng, max_gap=1)
             all_pairs.append(pairs)
-        return all_pairs
+        if world == 1:
+            return all_pairs
+        shares = distributed.all_gather_json(all_pairs)
+        return [[tuple(p) for p in shares[idx % world][idx // world]]
+                for idx in range(len(self.volumes))]
 
     def _sample_batch(
         self, triples: list[list[tuple[int, int, int]]]
@@ -218,58 +289,150 @@ class OneSegTrainer:
         x = _augment(torch.stack(batch), self.rng).to(self.device)
         return x[:, 0], x[:, 1], x[:, 2]
 
-    def fit(self, callback: Callable[[TrainState], None] | None = None) -> OneSegNet:
-        """Run training; returns the trained network (also on ``self.net``)."""
+    def _loss(self, prev: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor,
+              ss_weight: float) -> torch.Tensor:
         cfg = self.config
-        start = time.monotonic()
+        kwargs = {
+            "ss_weight": ss_weight if cfg.scheduled_sampling else None,
+            "cycle_weight": cfg.cycle_weight if cfg.cycle else None,
+            "generator": self.generator,
+        }
+        if self.dist.enabled:
+            if self._parallel is None:
+                self._parallel = distributed.data_parallel(
+                    _ReconstructionLoss(self.net), self.device)
+            return self._parallel(prev, ref, tgt, **kwargs)
+        return reconstruction_loss(self.net, prev, ref, tgt, **kwargs)
+
+    def fit(self, callback: Callable[[TrainState], None] | None = None, *,
+            checkpoint: RunCheckpoint | None = None) -> OneSegNet:
+        """Run (or continue, after :meth:`restore`) training; returns the trained network.
+
+        Args:
+            callback: Called after every step with a :class:`TrainState`.
+            checkpoint: Where and how often to save a resumable checkpoint (also saved at
+                the end); ``None``: never.
+        """
+        cfg = self.config
+        clock = RunClock(self.elapsed)
         total = cfg.epochs * self.steps_per_epoch
-        deadline = None if cfg.max_time is None else start + 60.0 * cfg.max_time
-        step = 0
-        for epoch in range(cfg.epochs):
-            pairs = self.screen()
+        limit = None if cfg.max_time is None else 60.0 * cfg.max_time
+        if checkpoint is not None:
+            checkpoint.start(self.elapsed)
+        while self.epoch < cfg.epochs and not self.finished:
+            if self.pairs is None:
+                self.pairs = self.screen()
+                self.epoch_step = 0
             # Both directions of every chain: propagation runs both ways at test time.
-            triples = [_triples(p) + _triples([(b, a) for a, b in reversed(p)]) for p in pairs]
+            triples = [_triples(p) + _triples([(b, a) for a, b in reversed(p)])
+                       for p in self.pairs]
             self.net.train()
-            for _ in range(self.steps_per_epoch):
-                elapsed = time.monotonic() - start
-                progress = step / max(1, total)
+            while self.epoch_step < self.steps_per_epoch:
+                elapsed = clock.agreed() if limit is not None else clock.local()
+                progress = self.step / max(1, total)
                 if cfg.max_time:
-                    progress = max(progress, elapsed / (60.0 * cfg.max_time))
+                    progress = max(progress, elapsed / limit)
                 w = scheduled_weight(progress, cfg.ss_start, cfg.ss_end)
                 prev, ref, tgt = self._sample_batch(triples)
-                loss = reconstruction_loss(
-                    self.net,
-                    prev,
-                    ref,
-                    tgt,
-                    ss_weight=w if cfg.scheduled_sampling else None,
-                    cycle_weight=cfg.cycle_weight if cfg.cycle else None,
-                    generator=self.generator,
-                )
+                loss = self._loss(prev, ref, tgt, w)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                step += 1
+                distributed.sync_buffers(self.net)
+                self.step += 1
+                self.epoch_step += 1
                 if callback is not None:
                     callback(
                         TrainState(
-                            epoch=epoch + 1,
-                            step=step,
+                            epoch=self.epoch + 1,
+                            step=self.step,
                             total_steps=total,
                             loss=loss.item(),
                             lr=self.optimizer.param_groups[0]["lr"],
                             ss_weight=w,
-                            elapsed=time.monotonic() - start,
+                            elapsed=clock.local(),
                         )
                     )
-                if deadline is not None and time.monotonic() >= deadline:
-                    log.info("max time reached after %d steps (epoch %d)", step, epoch + 1)
-                    self.net.eval()
-                    return self.net
+                if limit is None and checkpoint is None:
+                    continue
+                now = clock.agreed()
+                if limit is not None and now >= limit:
+                    log.info("max time reached after %d steps (epoch %d)", self.step,
+                             self.epoch + 1)
+                    self.finished = True
+                    break
+                if checkpoint is not None and checkpoint.due(now):
+                    self._save(checkpoint, now)
+            if self.finished:
+                break
             self.scheduler.step()
+            self.epoch += 1
+            self.pairs = None
+            self.epoch_step = 0
+        self.finished = True
+        if checkpoint is not None:
+            self._save(checkpoint, clock.agreed())
         self.net.eval()
         return self.net
 
     def record(self) -> dict:
         """Training settings for ``config.json``."""
         return asdict(self.config)
+
+    # ------------------------------------------------------------------ checkpoints
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings and data a resumed run must share with the run it continues."""
+        return {
+            "training": asdict(self.config),
+            "network": self.network_config.to_dict(),
+            "data": digest(self.volumes),
+            "architecture": architecture_digest(self.net),
+            "world_size": self.dist.world_size,
+        }
+
+    def _save(self, checkpoint: RunCheckpoint, elapsed: float) -> None:
+        self.elapsed = elapsed
+        rng = rng_state(self.rng, self.generator, self.device)
+        checkpoint.save(self.state, rng, elapsed)
+
+    def state(self) -> RunState:
+        """Everything needed to continue this run (see :mod:`sparseseg.runstate`)."""
+        optim_json, optim_tensors = optimizer_state(self.optimizer)
+        meta = {
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "step": self.step,
+            "pairs": None if self.pairs is None else [[list(p) for p in v] for v in self.pairs],
+            "elapsed": self.elapsed,
+            "finished": self.finished,
+            "optimizer": optim_json,
+            "scheduler": self.scheduler.state_dict(),
+        }
+        tensors = {**prefixed("net", self.net.state_dict()), **optim_tensors}
+        return RunState(meta=meta, tensors=tensors,
+                        rng=rng_state(self.rng, self.generator, self.device))
+
+    def restore(self, state: RunState, source: str | Path | None = None) -> None:
+        """Continue from a saved :meth:`state` (same settings, data and number of processes).
+
+        Raises:
+            ModelError: The state does not fit this trainer.
+        """
+        meta = state.meta
+        try:
+            self.net.load_state_dict(unprefixed("net", state.tensors), strict=True)
+            load_optimizer_state(self.optimizer, meta["optimizer"], state.tensors)
+            self.scheduler.load_state_dict(meta["scheduler"])
+            set_rng_state(state.rng, self.rng, self.generator, self.device)
+            self.epoch = int(meta["epoch"])
+            self.epoch_step = int(meta["epoch_step"])
+            self.step = int(meta["step"])
+            pairs = meta["pairs"]
+            self.pairs = None if pairs is None else [[tuple(p) for p in v] for v in pairs]
+            self.elapsed = float(meta["elapsed"])
+            self.finished = bool(meta["finished"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+            raise ModelError(f"training checkpoint does not fit this run ({message})",
+                             source) from None
+        self.net.to(self.device)
