@@ -18,9 +18,10 @@ from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.training import TrainConfig
 
-START_NAMES = ("screened", "largest", "middle")
-"""Where the annotated slice comes from: OneSeg's screening (organ-blind), the slice of
-largest label area, or the middle of the label's slice extent."""
+START_NAMES = ("screened", "volume_middle", "largest", "middle")
+"""Where the annotated slice comes from: OneSeg's screening (Eq. 5-7, organ-blind),
+``oneseg select --criterion middle`` (middle of the slices holding structure, also
+organ-blind), the slice of largest label area, or the middle of the label's slice extent."""
 
 
 def leftatrium_split(data: str | Path, n_train: int, limit: int | None = None
@@ -53,7 +54,8 @@ def train_model(
     """Train OneSeg on ``images`` (labels never read) into ``output``; return it and seconds.
 
     ``args`` holds the options of :func:`add_training_options`; ``variant`` holds ablation
-    settings: ``bottleneck`` (network), ``pairs``, ``scheduled_sampling``, ``cycle`` (training).
+    settings: ``bottleneck`` (network), ``pairs``, ``local_chains``, ``scheduled_sampling``,
+    ``cycle`` (training).
     """
     net_keys = {"bottleneck"}
     network = NetworkConfig(width=args.width, temperature=args.temperature,
@@ -89,6 +91,10 @@ def start_slices(model: OneSegModel, image: Volume, mask: np.ndarray,
     starts = organ_starts(mask)
     if "screened" in names:
         starts["screened"] = oneseg.select(model=model, image=image, device="cpu")
+    if "volume_middle" in names:
+        starts["volume_middle"] = oneseg.select(
+            model=model, image=image, criterion="middle", device="cpu"
+        )
     return {n: starts[n] for n in names}
 
 

@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="reuse this model folder (skip training)")
     parser.add_argument("--methods", default="oneseg,registration,copy")
     parser.add_argument("--starts", default=",".join(START_NAMES),
-                        help="start slices among screened,largest,middle")
+                        help="start slices among " + ",".join(START_NAMES))
     parser.add_argument("--organs", default=None, help="label values to score (default: all)")
     parser.add_argument("--cases", default=None, help="case names to score (default: all)")
     parser.add_argument("--out", default="benchmarks/results")

@@ -3,7 +3,8 @@
 Variants, each trained from scratch for the same ``--max-time`` minutes on the same LeftAtrium
 training images (labels never read) as ``oneseg_leftatrium``:
 
-* ``full``: OneSeg as published;
+* ``full``: OneSeg as sparseseg trains it (the paper's method plus neighbour chains);
+* ``no_local_chains``: the paper's training pairs only (no neighbour chains);
 * ``no_gabor``: without the Gabor information bottleneck (``bottleneck=intensity``);
 * ``no_scheduled_sampling``: without scheduled sampling;
 * ``no_cycle``: without cycle consistency;
@@ -49,6 +50,7 @@ from sparseseg.oneseg.model import OneSegModel
 
 VARIANTS: dict[str, dict[str, object]] = {
     "full": {},
+    "no_local_chains": {"local_chains": 0},
     "no_gabor": {"bottleneck": "intensity"},
     "no_scheduled_sampling": {"scheduled_sampling": False},
     "no_cycle": {"cycle": False},

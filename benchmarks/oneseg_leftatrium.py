@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="reuse this model folder (skip training)")
     parser.add_argument("--methods", default="oneseg,registration,copy")
     parser.add_argument("--starts", default=",".join(START_NAMES),
-                        help="start slices among screened,largest,middle")
+                        help="start slices among " + ",".join(START_NAMES))
     parser.add_argument("--verify", action="store_true", help="per-step verification for all")
     parser.add_argument("--limit", type=int, default=None, help="at most this many val cases")
     parser.add_argument("--bin", type=int, default=4,

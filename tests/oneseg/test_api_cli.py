@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from sparseseg import oneseg
 from sparseseg.cli.main import main
-from sparseseg.io import read_label, read_volume, write_volume
+from sparseseg.errors import InputError
+from sparseseg.io import Volume, read_label, read_volume, write_volume
 from sparseseg.metrics import dice
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.training import TrainConfig
@@ -38,6 +40,20 @@ def test_select_prints_a_slice_inside_the_volume(tiny_model, phantom_folder, cap
     k = json.loads(capsys.readouterr().out)["slice"]
     assert 0 <= k < read_volume(phantom_folder / "image.nii.gz").shape[2]
     assert k == oneseg.select(model=tiny_model, image=phantom_folder / "image.nii.gz")
+
+
+def test_select_middle_criterion(tiny_model, phantom_folder, tmp_path, capsys) -> None:
+    image = read_volume(phantom_folder / "image.nii.gz")
+    # Empty (constant) slices at the start do not count: the middle of slices 6..n-1.
+    padded = np.concatenate([np.full(image.shape[:2] + (6,), -1000.0), image.array], axis=2)
+    path = tmp_path / "padded.nii.gz"
+    write_volume(path, padded, Volume(padded, image.spacing, image.origin, image.direction))
+    args = ["oneseg", "select", "-m", str(tiny_model), "-i", str(path), "--criterion", "middle"]
+    assert main(args) == 0
+    n = image.shape[2]
+    assert int(capsys.readouterr().out) == 6 + n // 2
+    with pytest.raises(InputError, match="criterion"):
+        oneseg.select(model=tiny_model, image=path, criterion="reach")
 
 
 def test_cli_propagate_multi_organ(tiny_model, phantom_folder, tmp_path) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 
 from sparseseg.oneseg.screening import (
     most_representative,
+    neighbour_chain,
     random_pairs,
     representative_score,
     representative_set,
@@ -58,3 +59,21 @@ def test_random_pairs_within_gap() -> None:
     assert len(pairs) == 50
     assert all(1 <= b - a <= 4 and 0 <= a < b < 10 for a, b in pairs)
     assert random_pairs(1, 5, np.random.default_rng(0)) == []
+
+
+def test_neighbour_chain_links_close_slices_inside_the_volume() -> None:
+    rng = np.random.default_rng(0)
+    gaps = set()
+    for n in (2, 5, 40):
+        for _ in range(200):
+            chain = neighbour_chain(n, rng, max_gap=3)
+            assert chain, "a volume of two or more slices always gives a pair"
+            gap = chain[0][1] - chain[0][0]
+            gaps.add(gap)
+            assert 1 <= gap <= 3 and len(chain) <= 4
+            for (_, b), (c, _) in zip(chain[:-1], chain[1:], strict=False):
+                assert b == c  # consecutive pairs share a slice (scheduled sampling)
+            for a, b in chain:
+                assert 0 <= a < b < n and b - a == gap
+    assert gaps == {1, 2, 3}
+    assert neighbour_chain(1, rng) == []

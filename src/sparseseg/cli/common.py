@@ -25,6 +25,20 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--checkpoint-every MINUTES`` and ``--resume`` (both trainers)."""
+    parser.add_argument(
+        "--checkpoint-every", type=float, default=5.0, metavar="MINUTES",
+        help="save a resumable checkpoint (MODEL_DIR/resume.safetensors) every MINUTES of "
+        "training and at the end (default: 5; 0: never)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from MODEL_DIR/resume.safetensors (same settings and data; starts from "
+        "scratch when there is none)",
+    )
+
+
 def add_seed_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--seed N`` for reproducible runs."""
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 
 from sparseseg.cli.batch import add_batch_options, batch_options, run_batch_command
-from sparseseg.cli.common import add_device_option, add_seed_option, quiet_parent
+from sparseseg.cli.common import (
+    add_checkpoint_options,
+    add_device_option,
+    add_seed_option,
+    quiet_parent,
+)
 
 METHODS = ("partial", "cda", "ltuda")
 
@@ -65,16 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="slices per step and process (default: 4; with torchrun the effective batch is "
         "N times larger)",
     )
-    train.add_argument(
-        "--checkpoint-every", type=float, default=5.0, metavar="MINUTES",
-        help="save a resumable checkpoint (MODEL_DIR/resume.safetensors) every MINUTES of "
-        "training and at the end (default: 5; 0: never)",
-    )
-    train.add_argument(
-        "--resume", action="store_true",
-        help="continue from MODEL_DIR/resume.safetensors (same settings and data; starts from "
-        "scratch when there is none)",
-    )
+    add_checkpoint_options(train)
     add_device_option(train)
     add_seed_option(train)
     train.set_defaults(func=_train)

@@ -12,7 +12,12 @@ from sparseseg.cli.batch import (
     refuse_batch_options,
     run_batch_command,
 )
-from sparseseg.cli.common import add_device_option, add_seed_option, quiet_parent
+from sparseseg.cli.common import (
+    add_checkpoint_options,
+    add_device_option,
+    add_seed_option,
+    quiet_parent,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training pairs from the screening module or random (ablation)",
     )
     train.add_argument(
+        "--local-chains", type=int, default=6, metavar="N",
+        help="short chains of near-neighbour pairs (1-3 slices apart) added per volume and "
+        "epoch (default: 6; 0: screened pairs only, as in the paper)",
+    )
+    train.add_argument(
         "--no-scheduled-sampling",
         dest="scheduled_sampling",
         action="store_false",
@@ -91,16 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pairs-per-epoch", type=int, default=1600,
         help="training samples per epoch, all processes together (default: 1600)",
     )
-    train.add_argument(
-        "--checkpoint-every", type=float, default=5.0, metavar="MINUTES",
-        help="save a resumable checkpoint (MODEL_DIR/resume.safetensors) every MINUTES of "
-        "training and at the end (default: 5; 0: never)",
-    )
-    train.add_argument(
-        "--resume", action="store_true",
-        help="continue from MODEL_DIR/resume.safetensors (same settings and data; starts from "
-        "scratch when there is none)",
-    )
+    add_checkpoint_options(train)
     add_device_option(train)
     add_seed_option(train)
     train.set_defaults(func=run_train)
@@ -115,6 +116,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     select.add_argument("-m", "--model", required=True, metavar="MODEL_DIR")
     select.add_argument("-i", "--image", required=True, metavar="IMAGE")
     select.add_argument("--json", action="store_true", help='print {"slice": K}')
+    select.add_argument(
+        "--criterion",
+        choices=("representative", "middle"),
+        default="representative",
+        help="representative: the paper's most representative slice (Eq. 5-7, default); "
+        "middle: the middle one of the slices holding structure (the better start on "
+        "LeftAtrium, see docs/benchmarks.md)",
+    )
     add_device_option(select)
     select.set_defaults(func=run_select)
 
@@ -189,6 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         bottleneck=args.bottleneck,
         pairs=args.pairs,
+        local_chains=args.local_chains,
         scheduled_sampling=args.scheduled_sampling,
         cycle=args.cycle,
         batch_size=args.batch_size,
@@ -204,7 +214,9 @@ def run_select(args: argparse.Namespace) -> int:
     """Print the slice to annotate."""
     from sparseseg.oneseg import api
 
-    index = api.select(model=args.model, image=args.image, device=args.device)
+    index = api.select(
+        model=args.model, image=args.image, criterion=args.criterion, device=args.device
+    )
     print(json.dumps({"slice": index}) if args.json else index)
     return 0
 

@@ -27,7 +27,7 @@ from sparseseg.io.volume import Volume
 from sparseseg.io.writer import write_volume
 from sparseseg.oneseg.annotation import annotated_slice, read_annotation
 from sparseseg.oneseg.baselines import METHODS, baseline_step
-from sparseseg.oneseg.model import OneSegModel, check_volume
+from sparseseg.oneseg.model import PROPAGATION_TEMPERATURE, OneSegModel, check_volume
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.preprocess import volume_to_slices
 from sparseseg.oneseg.propagation import chain_propagate, oneseg_step
@@ -61,6 +61,7 @@ def train(
     seed: int = 0,
     bottleneck: str = "gabor",
     pairs: str = "screened",
+    local_chains: int = 6,
     scheduled_sampling: bool = True,
     cycle: bool = True,
     batch_size: int = 8,
@@ -88,6 +89,9 @@ def train(
         seed: Random seed (same seed, same data, CPU: same model).
         bottleneck: ``gabor`` (OneSeg), ``edge`` (Sli2Vol) or ``intensity`` (ablation).
         pairs: ``screened`` (OneSeg) or ``random`` (ablation).
+        local_chains: Short chains of near-neighbour pairs (1-3 slices apart) added per
+            volume and epoch to the screened pairs; ``0`` trains on screened pairs only, as in
+            the paper (see :mod:`sparseseg.oneseg.training`).
         scheduled_sampling: Use scheduled sampling (ablation: False).
         cycle: Use cycle consistency (ablation: False).
         batch_size: Samples per step and process.
@@ -120,6 +124,7 @@ def train(
         size=size,
         seed=seed,
         pairs=pairs,
+        local_chains=local_chains,
         scheduled_sampling=scheduled_sampling,
         cycle=cycle,
         batch_size=batch_size,
@@ -128,6 +133,7 @@ def train(
     if cfg.pairs not in ("screened", "random"):
         raise InputError(f"unknown pair mode {cfg.pairs!r} (screened or random)")
     for name, value, low in (("epochs", cfg.epochs, 0), ("batch_size", cfg.batch_size, 1),
+                             ("local_chains", cfg.local_chains, 0),
                              ("pairs_per_epoch", cfg.pairs_per_epoch, 1)):
         if int(value) < low:
             raise InputError(f"{name} must be >= {low}, got {value}")
@@ -192,7 +198,11 @@ def train(
             bar.close()
         if not dist.is_main:
             return output
-        extra = {"training": trainer.record(), "n_volumes": len(volumes)}
+        extra = {
+            "training": trainer.record(),
+            "n_volumes": len(volumes),
+            "propagation_temperature": PROPAGATION_TEMPERATURE,
+        }
         if dist.enabled:
             extra["distributed"] = {"world_size": dist.world_size, "backend": dist.backend}
         model = OneSegModel(net, size=cfg.size, device=dev, extra=extra)
@@ -201,17 +211,34 @@ def train(
     return path
 
 
-def select(*, model: PathLike | OneSegModel, image: PathLike | Volume, device: str = "auto") -> int:
-    """The slice to annotate: the volume's most representative slice (Eq. 5-7).
+SELECT_CRITERIA = ("representative", "middle")
+
+
+def select(
+    *,
+    model: PathLike | OneSegModel,
+    image: PathLike | Volume,
+    criterion: str = "representative",
+    device: str = "auto",
+) -> int:
+    """The slice to annotate.
 
     Args:
         model: Model folder or loaded model.
         image: Volume file or loaded volume.
+        criterion: ``representative``: the paper's most representative slice (Eq. 5-7);
+            ``middle``: the middle one of the slices that hold structure (no features
+            needed; every other slice is then at most half the volume away, and on
+            LeftAtrium it is the better start, see ``docs/benchmarks.md``).
         device: Where to compute.
 
     Returns:
         0-based index along the slice axis (the third voxel axis).
     """
+    if criterion not in SELECT_CRITERIA:
+        raise InputError(
+            f"unknown selection criterion {criterion!r} ({', '.join(SELECT_CRITERIA)})"
+        )
     net = _as_model(model, device)
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
@@ -220,6 +247,9 @@ def select(*, model: PathLike | OneSegModel, image: PathLike | Volume, device: s
     # Slices with almost no structure (outside the body) may not win.
     spread = slices.flatten(1).std(dim=1).cpu().numpy()
     candidates = spread > 0.25 * spread.max() if spread.max() > 0 else None
+    if criterion == "middle":
+        inside = np.flatnonzero(candidates) if candidates is not None else np.arange(len(pooled))
+        return int(inside[len(inside) // 2])
     return most_representative(pooled, candidates=candidates)
 
 

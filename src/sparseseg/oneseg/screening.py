@@ -88,3 +88,31 @@ def random_pairs(
         a = int(rng.integers(0, n_slices - gap))
         pairs.append((a, a + gap))
     return pairs
+
+
+def neighbour_chain(
+    n_slices: int, rng: np.random.Generator, *, max_gap: int = 3, length: int = 4
+) -> list[tuple[int, int]]:
+    """A short chain of pairs ``(a, a+g), (a+g, a+2g), ...`` with a random gap ``g``.
+
+    Consecutive pairs share a slice, so scheduled sampling can feed a reconstruction forward
+    (see ``training._triples``).
+
+    Args:
+        n_slices: Slices in the volume.
+        rng: Random generator (draws the gap, then the start).
+        max_gap: Largest gap ``g`` (drawn from ``1..max_gap``, at most ``n_slices - 1``).
+        length: Pairs in the chain (fewer near the volume's end).
+
+    Returns:
+        The pairs; empty for a volume of one slice.
+    """
+    if n_slices < 2:
+        return []
+    gap = int(rng.integers(1, min(max_gap, n_slices - 1) + 1))
+    start = int(rng.integers(0, max(1, n_slices - length * gap)))
+    return [
+        (start + j * gap, start + (j + 1) * gap)
+        for j in range(length)
+        if start + (j + 1) * gap < n_slices
+    ]

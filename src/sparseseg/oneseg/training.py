@@ -6,6 +6,12 @@ from a reference slice by local attention (Eq. 8-9), with scheduled sampling (Eq
 annealed 0.9 -> 0.5) and cycle consistency (Eq. 11-12, weights 0.9 / 0.1). Adam, learning rate
 halved every epoch.
 
+Besides the screened pairs (consecutive representatives, typically several slices apart), each
+volume contributes a few short chains of near neighbours (1-3 slices apart) per epoch
+(``local_chains``): at test time labels travel one slice per step, and training on large gaps
+alone leaves the copy between adjacent slices less precise than plain copying (measured on
+LeftAtrium: one-step Dice 0.909 without, 0.925 with, and 0.800 -> 0.829 from the largest slice).
+
 Runs can be saved and continued at any step (:meth:`OneSegTrainer.state`,
 :meth:`OneSegTrainer.restore`, :mod:`sparseseg.runstate`) and trained data-parallel under
 ``torchrun`` (:mod:`sparseseg.distributed`).
@@ -29,7 +35,12 @@ from sparseseg.distributed import DistInfo
 from sparseseg.errors import ModelError
 from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.network import NetworkConfig, OneSegNet
-from sparseseg.oneseg.screening import random_pairs, representative_set, screened_pairs
+from sparseseg.oneseg.screening import (
+    neighbour_chain,
+    random_pairs,
+    representative_set,
+    screened_pairs,
+)
 from sparseseg.runstate import (
     RunCheckpoint,
     RunClock,
@@ -61,6 +72,9 @@ class TrainConfig:
         size: In-plane size slices are resized to.
         clusters: K of the K-means screening.
         pairs: ``screened`` (OneSeg) or ``random`` (ablation).
+        local_chains: Short chains of near-neighbour pairs added per volume and epoch
+            (``0``: screened pairs only, as in the paper).
+        local_gap: Largest slice gap of those chains.
         scheduled_sampling: Use scheduled sampling.
         ss_start: Initial probability of the true reference.
         ss_end: Final probability of the true reference.
@@ -77,6 +91,8 @@ class TrainConfig:
     size: int = 128
     clusters: int = 10
     pairs: str = "screened"
+    local_chains: int = 6
+    local_gap: int = 3
     scheduled_sampling: bool = True
     ss_start: float = 0.9
     ss_end: float = 0.5
@@ -258,16 +274,18 @@ class OneSegTrainer:
             if idx % world != rank:
                 continue
             if cfg.pairs == "random":
-                all_pairs.append(random_pairs(len(vol), max(2, cfg.clusters), self.rng))
-                continue
-            self.net.eval()
-            feats = self.net.embed_slices(vol.to(self.device))
-            # K-means on 8 x 8 pooled maps: the full maps would make clustering slow.
-            pooled = OneSegModel.pooled(feats, grid=8)
-            reps = representative_set(pooled, clusters=cfg.clusters, seed=cfg.seed + idx)
-            pairs = screened_pairs(reps)
-            if not pairs:  # a single cluster: fall back to neighbours
-                pairs = random_pairs(len(vol), 2, self.rng, max_gap=1)
+                pairs = random_pairs(len(vol), max(2, cfg.clusters), self.rng)
+            else:
+                self.net.eval()
+                feats = self.net.embed_slices(vol.to(self.device))
+                # K-means on 8 x 8 pooled maps: the full maps would make clustering slow.
+                pooled = OneSegModel.pooled(feats, grid=8)
+                reps = representative_set(pooled, clusters=cfg.clusters, seed=cfg.seed + idx)
+                pairs = screened_pairs(reps)
+                if not pairs:  # a single cluster: fall back to neighbours
+                    pairs = random_pairs(len(vol), 2, self.rng, max_gap=1)
+            for _ in range(cfg.local_chains):
+                pairs = pairs + neighbour_chain(len(vol), self.rng, max_gap=cfg.local_gap)
             all_pairs.append(pairs)
         if world == 1:
             return all_pairs
