@@ -36,8 +36,11 @@ def leftatrium_split(data: str | Path, n_train: int, limit: int | None = None
 
 def add_training_options(parser: argparse.ArgumentParser, *, max_time: float) -> None:
     """Options shared by the scripts that train OneSeg."""
-    parser.add_argument("--max-time", type=float, default=max_time, help="training minutes")
+    parser.add_argument("--max-time", type=float, default=max_time,
+                        help="training minutes (0: no limit, train --epochs epochs)")
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--pairs-per-epoch", type=int, default=1600,
+                        help="training samples per epoch (steps = this / batch size 8)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -60,8 +63,8 @@ def train_model(
     net_keys = {"bottleneck"}
     network = NetworkConfig(width=args.width, temperature=args.temperature,
                             **{k: v for k, v in variant.items() if k in net_keys})
-    training = TrainConfig(epochs=args.epochs, max_time=args.max_time, size=args.size,
-                           seed=args.seed, lr=args.lr,
+    training = TrainConfig(epochs=args.epochs, max_time=args.max_time or None, size=args.size,
+                           seed=args.seed, lr=args.lr, pairs_per_epoch=args.pairs_per_epoch,
                            **{k: v for k, v in variant.items() if k not in net_keys})
     start = time.monotonic()
     oneseg.train(images=list(images), output=output, network=network, training=training,

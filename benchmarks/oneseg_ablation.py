@@ -92,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",")
     models: dict[str, OneSegModel] = {}
     minutes: dict[str, float] = {}
+    steps = args.epochs * max(1, args.pairs_per_epoch // 8)
+    budget = (f"{args.max_time:g} min" if args.max_time
+              else f"{steps} steps ({args.epochs} epochs)")
     for name in variants:
         if args.models:
             models[name], minutes[name] = OneSegModel.load(Path(args.models) / name), 0.0
             continue
-        logging.info("training %s (%s) for %.1f min", name, VARIANTS[name] or "OneSeg",
-                     args.max_time)
+        logging.info("training %s (%s): %s", name, VARIANTS[name] or "OneSeg", budget)
         model, seconds = train_model([c.image for c in train_cases],
                                      out / "oneseg_ablation_models" / name, args,
                                      **VARIANTS[name])
@@ -118,14 +120,14 @@ def main(argv: list[str] | None = None) -> int:
                              m["dice"])
     write_csv(out / "oneseg_ablation.csv", rows)
     print(f"\nOneSeg ablation on LeftAtrium: {len(train_cases)} training images, "
-          f"{len(val_cases)} validation cases, {args.max_time} min training per variant")
+          f"{len(val_cases)} validation cases, {budget} of training per variant")
     table = mean_table(rows, ("variant", "start"), metrics=("dice", "ravd", "assd", "train_min"))
     print(format_table(table, [("variant", "variant", ""), ("start", "start", ""),
                                *METRIC_COLUMNS, ("train_min", "train min", ".1f")]))
     by = {(r["variant"], r["start"]): r["dice"] for r in table}
     chart = _plot.bar_chart(
         variants, {s: [by.get((v, s), float("nan")) for v in variants] for s in STARTS},
-        title=f"OneSeg ablation, LeftAtrium ({len(val_cases)} cases, {args.max_time} min each)",
+        title=f"OneSeg ablation, LeftAtrium ({len(val_cases)} cases, {budget} each)",
         ylabel="mean DICE", y_range=(0.0, 1.0))
     _plot.save(out / "oneseg_ablation.png", chart)
     print(f"\nwrote {out / 'oneseg_ablation.csv'} and {out / 'oneseg_ablation.png'}")
