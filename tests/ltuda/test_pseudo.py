@@ -29,3 +29,12 @@ def test_fully_labeled_sample_equals_ground_truth():
     gt[:, 1, 3:] = 1
     out = merge_pseudo_labels(probs, gt, torch.ones(2, 2))
     assert torch.equal(out, gt)
+
+
+def test_labeled_organ_known_absent_does_not_hide_an_unlabeled_one():
+    # The dataset labels organ 1 and says it is absent; the teacher prefers organ 1 (0.9) but
+    # also finds organ 2 (0.7 >= 0.5) there: the pseudo-label is organ 2, not background.
+    probs = _pixels([0.9, 0.7, 0.1], [0.9, 0.4, 0.1])
+    gt = _pixels([0, 0, 0], [0, 0, 0])
+    out = merge_pseudo_labels(probs, gt, torch.tensor([[1.0, 0.0, 0.0]]))
+    assert torch.equal(out, _pixels([0, 1, 0], [0, 0, 0]))

@@ -77,3 +77,44 @@ def test_validate_all_matches_single_classifier_validation(phantom_sets):
     for name, val in both.items():
         alone = trainer_module.validate(model, cases[:2], name, torch.device("cpu"))
         np.testing.assert_allclose(val, alone)
+
+
+def test_teacher_averages_batchnorm_statistics_not_copies(phantom_sets):
+    # A teacher with averaged weights but the student's batch-norm statistics predicts
+    # garbage; its statistics must be averaged like its weights.
+    torch.manual_seed(0)
+    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
+    model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
+    trainer = Trainer(model, cases, [], TrainSettings(method="cda", seed=0),
+                      torch.device("cpu"))
+    for _ in range(3):
+        trainer.train_step()
+    student = dict(model.unet.named_buffers())
+    stats = {k: v for k, v in trainer.teacher.named_buffers() if k.endswith("running_mean")}
+    assert stats
+    for key, value in stats.items():
+        assert not torch.allclose(value, student[key]), key
+
+
+def test_warmup_trains_like_partial_then_uses_the_teacher(phantom_sets):
+    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
+    model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
+    settings = TrainSettings(method="ltuda", seed=0, warmup_fraction=0.6, stage1_fraction=0.5)
+    trainer = Trainer(model, cases, [], settings, torch.device("cpu"))
+    calls = []
+    teacher_forward = trainer.teacher.forward
+    trainer.teacher.forward = lambda x: calls.append(1) or teacher_forward(x)
+    trainer.progress = 0.3
+    terms = trainer.train_step()
+    assert calls == [] and terms["cda"] == 0.0 and trainer.warming_up()
+    trainer.progress = 0.7
+    terms = trainer.train_step()
+    assert calls == [1] and terms["cda"] > 0 and not trainer.warming_up()
+
+    # run(): stage 2 never starts inside the warm-up, even when stage1_fraction is smaller.
+    seen = []
+    trainer = Trainer(LTUDAModel(n_organs=3, base_channels=8, depth=2), cases, [],
+                      TrainSettings(method="ltuda", epochs=4, seed=0, warmup_fraction=0.75,
+                                    stage1_fraction=0.25), torch.device("cpu"))
+    trainer.run(lambda rec: seen.append(rec["stage"]))
+    assert seen == [1, 1, 1, 2]

@@ -20,6 +20,10 @@ def merge_pseudo_labels(
     dataset does not label; the ground truth of the organs it labels overwrites it; every other
     pixel is background. The result is exclusive (at most one organ per pixel).
 
+    The teacher's class map is taken over the unlabeled organs only: where the ground truth
+    says a labeled organ is absent, the teacher's (wrong) belief in that organ must not hide an
+    unlabeled organ it also finds there (probability at or above the threshold).
+
     Args:
         teacher_probabilities: ``(B, organs, H, W)`` teacher sigmoid outputs.
         partial: ``(B, organs, H, W)`` partial labels (1 organ, 0 background or unknown).
@@ -40,8 +44,8 @@ def merge_pseudo_labels(
     if mask.ndim == 2:
         mask = mask[:, :, None, None]
     mask = mask.expand_as(partial) > 0.5
-    teacher = one_hot_organs(threshold_classify(teacher_probabilities, threshold), n_organs)
-    pseudo = torch.where(mask, torch.zeros_like(teacher), teacher)  # drop predicted labeled organs
+    unlabeled = torch.where(mask, torch.zeros_like(teacher_probabilities), teacher_probabilities)
+    pseudo = one_hot_organs(threshold_classify(unlabeled, threshold), n_organs)
     known = ((partial > 0.5) & mask).float()
     has_gt = known.amax(dim=1, keepdim=True) > 0
     pseudo = torch.where(has_gt, known, pseudo)  # ground truth overwrites everything
