@@ -466,3 +466,42 @@ class RunCheckpoint:
         for tmp in stale_temporaries(self.path):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def prepare_checkpoint(trainer: Any, output: Path, *, kind: str,
+                       every_minutes: float | None, resume: bool,
+                       rank: int = 0) -> tuple[RunCheckpoint | None, bool]:
+    """The checkpoint a training run writes, after resuming ``trainer`` from it if asked.
+
+    Both trainers share this: with ``resume`` the state in ``output/resume.safetensors`` (if
+    any) is restored into ``trainer`` (which has ``fingerprint()`` and ``restore()``);
+    temporary files of a killed write are removed.
+
+    Args:
+        trainer: ``OneSegTrainer`` or the LTUDA ``Trainer``.
+        output: The model folder.
+        kind: ``oneseg`` or ``ltuda``.
+        every_minutes: Minutes between saves; ``0`` or ``None``: write no checkpoint.
+        resume: Continue from an existing checkpoint.
+        rank: This process's rank.
+
+    Returns:
+        The checkpoint to save to (``None`` when none is written) and whether the trainer
+        was restored from one.
+    """
+    if not (every_minutes or resume):
+        return None, False
+    checkpoint = RunCheckpoint(output / RESUME_NAME, kind=kind,
+                               fingerprint=trainer.fingerprint(),
+                               every_minutes=every_minutes or None, rank=rank)
+    resumed = False
+    if resume:
+        saved = checkpoint.load()
+        if saved is None:
+            log.warning("%s: no checkpoint to resume from; training from scratch",
+                        checkpoint.path)
+        else:
+            trainer.restore(saved, checkpoint.path)
+            resumed = True
+    checkpoint.remove_stale()
+    return (checkpoint if every_minutes else None), resumed

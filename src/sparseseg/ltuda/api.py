@@ -103,7 +103,7 @@ def train(
     from sparseseg.ltuda.model import LTUDAModel
     from sparseseg.ltuda.network import default_depth
     from sparseseg.ltuda.trainer import METHODS, Trainer, TrainSettings
-    from sparseseg.runstate import RESUME_NAME, RunCheckpoint
+    from sparseseg.runstate import RESUME_NAME, prepare_checkpoint
 
     if method not in METHODS:
         raise SparsesegError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -170,24 +170,12 @@ def train(
         if dist.enabled:
             config["distributed"] = {"world_size": dist.world_size, "backend": dist.backend}
         trainer.record = {"history": [], "best": {"score": -math.inf}}
-        checkpoint = None
-        if checkpoint_every or resume:
-            checkpoint = RunCheckpoint(output / RESUME_NAME, kind="ltuda",
-                                       fingerprint=trainer.fingerprint(),
-                                       every_minutes=checkpoint_every or None, rank=dist.rank)
-        if resume:
-            saved = checkpoint.load()
-            if saved is None:
-                log.warning("%s: no checkpoint to resume from; training from scratch",
-                            checkpoint.path)
-            else:
-                trainer.restore(saved, checkpoint.path)
-                log.info("resuming from %s at epoch %d, step %d", checkpoint.path,
-                         trainer.epoch, trainer.step)
-        if checkpoint is not None:
-            checkpoint.remove_stale()
-            if not checkpoint_every:  # resume only: write no checkpoint of our own
-                checkpoint = None
+        checkpoint, resumed = prepare_checkpoint(trainer, output, kind="ltuda",
+                                                 every_minutes=checkpoint_every,
+                                                 resume=resume, rank=dist.rank)
+        if resumed:
+            log.info("resuming from %s at epoch %d, step %d", output / RESUME_NAME,
+                     trainer.epoch, trainer.step)
         history: list[dict] = trainer.record["history"]
         best: dict = trainer.record["best"]
         bar = tqdm(total=epochs, initial=min(trainer.epoch - 1, epochs), disable=not progress,

@@ -112,7 +112,7 @@ def train(
         ModelError: ``resume`` with a corrupt checkpoint or one made with other settings.
     """
     from sparseseg import distributed
-    from sparseseg.runstate import RESUME_NAME, RunCheckpoint
+    from sparseseg.runstate import RESUME_NAME, prepare_checkpoint
 
     dev = resolve_device(device)
     if checkpoint_every is not None and checkpoint_every < 0:
@@ -160,24 +160,12 @@ def train(
             f" x {dist.world_size} processes" if dist.enabled else "",
         )
         trainer = OneSegTrainer(volumes, network=net_cfg, config=cfg, device=dev, dist=dist)
-        checkpoint = None
-        if checkpoint_every or resume:
-            checkpoint = RunCheckpoint(output / RESUME_NAME, kind="oneseg",
-                                       fingerprint=trainer.fingerprint(),
-                                       every_minutes=checkpoint_every or None, rank=dist.rank)
-        if resume:
-            saved = checkpoint.load()
-            if saved is None:
-                log.warning("%s: no checkpoint to resume from; training from scratch",
-                            checkpoint.path)
-            else:
-                trainer.restore(saved, checkpoint.path)
-                log.info("resuming from %s at epoch %d, step %d", checkpoint.path,
-                         trainer.epoch + 1, trainer.step)
-        if checkpoint is not None:
-            checkpoint.remove_stale()
-            if not checkpoint_every:  # resume only: write no checkpoint of our own
-                checkpoint = None
+        checkpoint, resumed = prepare_checkpoint(trainer, output, kind="oneseg",
+                                                 every_minutes=checkpoint_every,
+                                                 resume=resume, rank=dist.rank)
+        if resumed:
+            log.info("resuming from %s at epoch %d, step %d", output / RESUME_NAME,
+                     trainer.epoch + 1, trainer.step)
         bar = tqdm(
             total=trainer.steps_per_epoch * cfg.epochs,
             initial=trainer.step,
