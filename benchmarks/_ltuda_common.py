@@ -56,24 +56,57 @@ def evaluate(model: Path, test: Sequence[Case], organ_values: dict[str, int],
     return result
 
 
+def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case],
+                       organ_values: dict[str, int], work: Path, *, minutes: float, size: int,
+                       base_channels: int, seed: int, loss: str,
+                       components: dict[str, int] | None, strong_views: int,
+                       threads: int | None = None) -> dict:
+    """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row."""
+    from sparseseg.ltuda import train
+
+    if threads is not None:  # a worker process of run_methods(jobs > 1)
+        import torch
+
+        torch.set_num_threads(threads)
+    start = time.monotonic()
+    model = train(output=work / f"model_{name}", datasets=specs, method=method,
+                  epochs=10_000, max_time=minutes, size=size,
+                  base_channels=base_channels, seed=seed, progress=False, loss=loss,
+                  components=components, strong_views=strong_views)
+    minutes_used = (time.monotonic() - start) / 60
+    result = evaluate(model, test, organ_values, work / f"pred_{name}")
+    config = json.loads((model / "config.json").read_text())
+    print(f"{name:8s} " + " ".join(f"{k}={v:.4f}" for k, v in result.items()), flush=True)
+    return {"run": name, "method": method, **result, "train_min": minutes_used,
+            "best_epoch": config.get("best_epoch"),
+            "classifier": f"{config.get('classifier')} ({config.get('weights', 'student')})"}
+
+
 def run_methods(runs: dict[str, tuple[list, str]], test: Sequence[Case],
                 organ_values: dict[str, int], work: Path, *, minutes: float, size: int,
                 base_channels: int, seed: int, csv_path: Path,
-                loss: str = "bce", components: dict[str, int] | None = None) -> list[dict]:
-    """Train each run (name -> (dataset specs, method)), evaluate, print and save a table."""
-    from sparseseg.ltuda import train
+                loss: str = "bce", components: dict[str, int] | None = None,
+                strong_views: int = 2, jobs: int = 1, threads: int = 1) -> list[dict]:
+    """Train each run (name -> (dataset specs, method)), evaluate, print and save a table.
 
-    rows = []
-    for name, (specs, method) in runs.items():
-        start = time.monotonic()
-        model = train(output=work / f"model_{name}", datasets=specs, method=method,
-                      epochs=10_000, max_time=minutes, size=size,
-                      base_channels=base_channels, seed=seed, progress=False, loss=loss,
-                      components=components)
-        minutes_used = (time.monotonic() - start) / 60
-        result = evaluate(model, test, organ_values, work / f"pred_{name}")
-        rows.append({"run": name, "method": method, **result, "train_min": minutes_used})
-        print(f"{name:8s} " + " ".join(f"{k}={v:.4f}" for k, v in result.items()), flush=True)
+    With ``jobs`` > 1 that many runs train at once, each in its own process with ``threads``
+    torch threads (two 1-thread runs side by side on 2 cores get the same CPU each).
+    """
+    kwargs = {"minutes": minutes, "size": size, "base_channels": base_channels, "seed": seed,
+              "loss": loss, "components": components, "strong_views": strong_views}
+    if jobs > 1 and len(runs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = [pool.submit(train_and_evaluate, name, specs, method, list(test),
+                                   organ_values, work, threads=threads, **kwargs)
+                       for name, (specs, method) in runs.items()]
+            rows = [f.result() for f in futures]
+    else:
+        rows = [train_and_evaluate(name, specs, method, test, organ_values, work, **kwargs)
+                for name, (specs, method) in runs.items()]
     keys = list(rows[0])
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
@@ -82,6 +115,6 @@ def run_methods(runs: dict[str, tuple[list, str]], test: Sequence[Case],
     header = " | ".join(f"{k:>14s}" for k in keys)
     print(header)
     for row in rows:
-        print(" | ".join(f"{v:>14.4f}" if isinstance(v, float) else f"{v:>14s}"
+        print(" | ".join(f"{v:>14.4f}" if isinstance(v, float) else f"{v!s:>14s}"
                          for v in row.values()))
     return rows

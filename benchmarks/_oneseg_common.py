@@ -34,12 +34,13 @@ def leftatrium_split(data: str | Path, n_train: int, limit: int | None = None
     return train, val
 
 
-def add_training_options(parser: argparse.ArgumentParser, *, max_time: float) -> None:
+def add_training_options(parser: argparse.ArgumentParser, *, max_time: float, epochs: int = 6,
+                         pairs_per_epoch: int = 1600) -> None:
     """Options shared by the scripts that train OneSeg."""
     parser.add_argument("--max-time", type=float, default=max_time,
                         help="training minutes (0: no limit, train --epochs epochs)")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--pairs-per-epoch", type=int, default=1600,
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--pairs-per-epoch", type=int, default=pairs_per_epoch,
                         help="training samples per epoch (steps = this / batch size 8)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--width", type=int, default=32)

@@ -3,10 +3,11 @@
 OneSeg trains self-supervised on the AbdomenTS images themselves (labels are never read for
 training: that is how OneSeg is used, on the very volumes one wants to label), within
 ``--max-time`` minutes, or ``--model`` reuses a model. Then, for each volume and each organ
-separately, one slice of that organ is annotated from the label (the screened slice, which is
-organ-blind and may miss the organ; the organ's largest-area slice; the middle slice of its
-extent) and propagated with OneSeg, chained demons registration and plain copy. Each result is
-scored against that organ's full label: DICE, RAVD %, ASSD mm.
+separately, one slice of that organ is annotated from the label (the screened slice and the
+middle of the volume, both organ-blind and so possibly missing the organ; the organ's
+largest-area slice; the middle slice of its extent) and propagated with OneSeg, chained demons
+registration and plain copy. Each result is scored against that organ's full label: DICE,
+RAVD %, ASSD mm.
 
 The labels are TotalSegmentator's output, not manual (see the dataset's ``dataset.json``).
 
@@ -98,14 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for case in cases:
         image, label = read_volume(case.image), read_label(case.label)
-        screened = oneseg.select(model=model, image=image, device="cpu")
+        # Organ-blind starts are one slice per volume, shared by all organs.
+        blind = {"screened": oneseg.select(model=model, image=image, device="cpu"),
+                 "volume_middle": oneseg.select(model=model, image=image, criterion="middle",
+                                                device="cpu")}
         combined = {m: np.zeros(label.shape, np.uint8) for m in methods}
         for value in organs:
             mask = label.array == value
             if not mask.any():
                 logging.warning("%s: organ %s absent, skipped", case.name, value)
                 continue
-            starts = {**organ_starts(mask), "screened": screened}
+            starts = {**organ_starts(mask), **blind}
             for start_name in starts_wanted:
                 k = starts[start_name]
                 ann = one_slice(mask.astype(np.uint8) * value, k)

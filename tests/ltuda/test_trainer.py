@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from sparseseg.ltuda import DatasetSpec, train
 from sparseseg.ltuda import trainer as trainer_module
@@ -10,7 +11,7 @@ from sparseseg.ltuda.classify import organs_to_classes
 from sparseseg.ltuda.data import load_cases
 from sparseseg.ltuda.model import LTUDAModel
 from sparseseg.ltuda.pseudo import merge_pseudo_labels
-from sparseseg.ltuda.trainer import Trainer, TrainSettings
+from sparseseg.ltuda.trainer import Trainer, TrainSettings, sample_per_class
 
 ORGANS = ["liver", "spleen", "kidney"]
 
@@ -118,3 +119,85 @@ def test_warmup_trains_like_partial_then_uses_the_teacher(phantom_sets):
                                     stage1_fraction=0.25), torch.device("cpu"))
     trainer.run(lambda rec: seen.append(rec["stage"]))
     assert seen == [1, 1, 1, 2]
+
+
+def test_teacher_is_saved_when_it_validates_best(tmp_path, phantom_sets, monkeypatch):
+    scores = iter([0.2, 0.4, 0.6])
+    monkeypatch.setattr(Trainer, "validate_teacher",
+                        lambda self: np.full(self.model.n_organs, next(scores)))
+    monkeypatch.setattr(trainer_module, "validate_all",
+                        lambda model, cases, classifiers, device, batch=16:
+                        {c: np.full(model.n_organs, 0.1) for c in classifiers})
+    folder = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="cda",
+                   epochs=3, size=32, base_channels=8, progress=False, val_fraction=0.34)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["weights"] == "teacher" and config["classifier"] == "linear"
+    assert config["best_epoch"] == 3
+    saved = load_file(folder / "model.safetensors")
+    run = load_file(folder / "resume.safetensors")  # state at the end of epoch 3
+    conv = [k for k in saved if k.startswith("unet.") and k.endswith("weight")]
+    assert conv
+    for key in conv:
+        assert torch.equal(saved[key], run["teacher." + key[5:]]), key
+    assert any(not torch.equal(saved[k], run["model." + k]) for k in conv)  # not the student
+    rows = list(csv.DictReader((folder / "log.csv").read_text().splitlines()))
+    assert [r["classifier"] for r in rows] == ["teacher"] * 3
+    assert abs(float(rows[0]["val_mean_teacher"]) - 0.2) < 1e-9
+
+
+def test_partial_has_no_teacher_to_validate(tmp_path, phantom_sets):
+    folder = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="partial",
+                   epochs=1, size=32, base_channels=8, progress=False, val_fraction=0.34)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["weights"] == "student"
+    rows = list(csv.DictReader((folder / "log.csv").read_text().splitlines()))
+    assert "val_mean_teacher" not in rows[0]
+
+
+def test_sample_per_class_caps_each_class_reproducibly():
+    targets = torch.tensor([0] * 500 + [1] * 7 + [2] * 60 + [3] * 200)[torch.randperm(767)]
+    keep = sample_per_class(targets, 50, torch.Generator().manual_seed(1))
+    counts = torch.bincount(targets[keep], minlength=4).tolist()
+    assert counts == [50, 7, 50, 50]
+    assert len(set(keep.tolist())) == keep.numel()
+    again = sample_per_class(targets, 50, torch.Generator().manual_seed(1))
+    assert torch.equal(keep, again)
+    other = sample_per_class(targets, 50, torch.Generator().manual_seed(2))
+    assert not torch.equal(keep, other)
+
+
+def _stage2_trainer(phantom_sets, **settings):
+    torch.manual_seed(0)
+    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
+    model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
+    trainer = Trainer(model, cases, [], TrainSettings(method="ltuda", seed=0, **settings),
+                      torch.device("cpu"))
+    trainer.progress = 0.9
+    trainer.start_stage2()
+    return trainer
+
+
+def test_prototype_losses_use_at_most_proto_pixels_per_class(phantom_sets, monkeypatch):
+    seen = []
+    original = trainer_module.prototype_loss
+
+    def spy(sims, targets, assignment, **kw):
+        seen.append(torch.bincount(targets, minlength=4))
+        return original(sims, targets, assignment, **kw)
+
+    monkeypatch.setattr(trainer_module, "prototype_loss", spy)
+    _stage2_trainer(phantom_sets, proto_pixels=40, n_strong=1).train_step()
+    assert len(seen) == 2  # labeled and unlabeled classifiers
+    assert all(c.max() <= 40 for c in seen) and seen[0].sum() > 40
+    seen.clear()
+    _stage2_trainer(phantom_sets, proto_pixels=0, n_strong=1).train_step()
+    assert seen[0].sum() == 4 * 32 * 32  # every pixel of the batch
+
+
+def test_strong_views_set_the_student_passes(phantom_sets):
+    for n_strong in (1, 2):
+        trainer = _stage2_trainer(phantom_sets, n_strong=n_strong)
+        passes: list[int] = []
+        trainer.model.unet.register_forward_hook(lambda *_, seen=passes: seen.append(1))
+        trainer.train_step()
+        assert len(passes) == 1 + n_strong  # weak view + each strong view

@@ -70,6 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="slices per step and process (default: 4; with torchrun the effective batch is "
         "N times larger)",
     )
+    train.add_argument(
+        "--strong-views", type=int, default=None,
+        help="strong CutMix views per batch for the student in cda/ltuda (default: 2, the "
+        "paper's; 1 halves their cost)",
+    )
+    train.add_argument(
+        "--proto-pixels", type=int, default=None,
+        help="random pixels per class and view for the stage-2 prototype losses (default: "
+        "2048; 0: every pixel, as in the paper)",
+    )
     add_checkpoint_options(train)
     add_device_option(train)
     add_seed_option(train)
@@ -104,6 +114,8 @@ def _train(args: argparse.Namespace) -> int:
         "base_channels": args.base_channels,
         "val_fraction": args.val_fraction,
         "batch_size": args.batch_size,
+        "strong_views": args.strong_views,
+        "proto_pixels": args.proto_pixels,
     }
     train(
         output=args.output,

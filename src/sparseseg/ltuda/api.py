@@ -47,6 +47,8 @@ def train(
     lr: float = 1e-3,
     components: Mapping[str, int] | None = None,
     loss: str = "bce",
+    strong_views: int = 2,
+    proto_pixels: int = 2048,
     checkpoint_every: float | None = 5.0,
     resume: bool = False,
 ) -> Path:
@@ -55,8 +57,10 @@ def train(
     The best epoch is chosen by the mean validation Dice over organs on a held-out part of the
     training datasets, scored with their own partial labels (never test data). In stage 2 of
     ``ltuda`` each epoch validates the linear, labeled-prototype and unlabeled-prototype
-    classifiers; the best one is used and recorded in ``config.json["classifier"]``
-    (``log.csv`` keeps each one's mean Dice as ``val_mean_<classifier>``).
+    classifiers, and in ``cda`` and ``ltuda`` the mean teacher's linear classifier too; the
+    best one is used and recorded in ``config.json["classifier"]`` (and ``"weights"``:
+    ``student`` or ``teacher``); ``log.csv`` keeps each one's mean Dice as
+    ``val_mean_<classifier>``.
 
     Under ``torchrun`` the processes train data-parallel (see :mod:`sparseseg.distributed`);
     only rank 0 validates, writes files and shows progress.
@@ -81,6 +85,10 @@ def train(
         components: Connected components to keep per organ at prediction (default 1 each).
         loss: ``bce`` (the paper's partial BCE) or ``bce+dice`` (adds a partial soft Dice on
             the same known pixels; learns small structures faster).
+        strong_views: Strong (CutMix) views of each batch the student learns from in ``cda``
+            and ``ltuda`` (paper: 2; 1 halves their cost).
+        proto_pixels: Pixels of each class per strong view that the stage-2 prototype losses
+            and updates use, drawn at random (``0``: every pixel, as in the paper).
         checkpoint_every: Minutes of training between resumable checkpoints
             (``output/resume.safetensors``, also written at the end); ``0`` or ``None``: none.
         resume: Continue from ``output/resume.safetensors`` when it exists (the settings and
@@ -102,13 +110,14 @@ def train(
     from sparseseg.ltuda.data import load_cases, split_validation
     from sparseseg.ltuda.model import LTUDAModel
     from sparseseg.ltuda.network import default_depth
-    from sparseseg.ltuda.trainer import METHODS, Trainer, TrainSettings
+    from sparseseg.ltuda.trainer import METHODS, TEACHER, Trainer, TrainSettings
     from sparseseg.runstate import RESUME_NAME, prepare_checkpoint
 
     if method not in METHODS:
         raise SparsesegError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     for name, value, low in (("epochs", epochs, 1), ("size", size, 8),
-                             ("base_channels", base_channels, 1), ("batch_size", batch_size, 1)):
+                             ("base_channels", base_channels, 1), ("batch_size", batch_size, 1),
+                             ("strong_views", strong_views, 1), ("proto_pixels", proto_pixels, 0)):
         if int(value) < low:
             raise SparsesegError(f"{name} must be >= {low}, got {value}")
     if max_time is not None and max_time <= 0:
@@ -145,7 +154,8 @@ def train(
         model = LTUDAModel(n_organs=len(organs), base_channels=base_channels, depth=depth)
         settings = TrainSettings(method=method, epochs=int(epochs), max_time=max_time,
                                  batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
-                                 dice=loss == "bce+dice")
+                                 dice=loss == "bce+dice", n_strong=int(strong_views),
+                                 proto_pixels=int(proto_pixels))
         trainer = Trainer(model, train_cases, val_cases, settings, dev, dist=dist)
         if dist.is_main:
             output.mkdir(parents=True, exist_ok=True)
@@ -164,6 +174,7 @@ def train(
             "datasets": [{"path": str(d.path), "organs": d.organs} for d in datasets],
             "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
                          "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
+                         "strong_views": strong_views, "proto_pixels": proto_pixels,
                          "val_fraction": val_fraction,
                          "val_cases": [c.name for c in val_cases]},
         }
@@ -201,11 +212,14 @@ def train(
             improved = score > best["score"] or not val_cases
             if improved:
                 best.update(score=score, epoch=rec["epoch"], classifier=rec["classifier"])
-                meta = {**config, "classifier": rec["classifier"],
+                from_teacher = rec["classifier"] == TEACHER
+                meta = {**config, "classifier": "linear" if from_teacher else rec["classifier"],
+                        "weights": "teacher" if from_teacher else "student",
                         "best_epoch": rec["epoch"],
                         "val_dice": {o: (None if v != v else float(v))
                                      for o, v in zip(organs, val, strict=True)}}
-                save_model(output, kind="ltuda", config=meta, state=trainer.model.state_dict())
+                save_model(output, kind="ltuda", config=meta,
+                           state=trainer.model_state(rec["classifier"]))
             _write_log(output, history, organs)
             left = ""
             if max_time:

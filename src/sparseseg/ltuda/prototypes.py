@@ -89,6 +89,14 @@ class PrototypeClassifier(nn.Module):
         sims = torch.einsum("bdhw,kmd->bkmhw", embeddings, protos)
         return sims.amax(dim=2), sims
 
+    def similarities(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities ``(N, classes, prototypes)`` of unit-norm ``(N, D)`` embeddings.
+
+        The same values as :meth:`forward`'s second output, for a flat set of pixels.
+        """
+        protos = self.prototypes.detach().clone()
+        return torch.einsum("nd,kmd->nkm", embeddings, protos)
+
     @torch.no_grad()
     def initialize(
         self,

@@ -1,0 +1,84 @@
+"""Smoke tests of the benchmark scripts: each runs end to end on a tiny budget.
+
+The numbers are meaningless at this size; what is checked is that every script still runs
+from the repository root as documented (``python -m benchmarks.NAME``) and writes its table
+and picture. Accuracy and speed live in the scripts' real runs (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparseseg_test_utils import REAL_DATA, REPO_ROOT
+
+pytest.importorskip("torch")
+
+
+def run_benchmark(name: str, *args: str, timeout: float = 300) -> str:
+    """Run ``python -m benchmarks.NAME ARGS`` from the repository root; return its stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def needs(folder: str) -> Path:
+    path = REAL_DATA / folder
+    if not (path / "imagesTr").is_dir():
+        pytest.skip(f"real dataset {path} is absent")
+    return path
+
+
+def test_oneseg_ablation_runs_variants_in_parallel(tmp_path):
+    data = needs("LeftAtrium")
+    out = run_benchmark("oneseg_ablation", "--data", str(data), "--train", "2", "--limit", "1",
+                        "--epochs", "1", "--pairs-per-epoch", "16", "--size", "32",
+                        "--variants", "full,no_cycle", "--jobs", "2", "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "oneseg_ablation.csv")
+    assert sorted({(r["variant"], r["start"]) for r in rows}) == [
+        ("full", "largest"), ("full", "screened"),
+        ("no_cycle", "largest"), ("no_cycle", "screened")]
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert (tmp_path / "oneseg_ablation.png").stat().st_size > 0
+    config = (tmp_path / "oneseg_ablation_models" / "no_cycle" / "config.json").read_text()
+    assert '"cycle": false' in config
+    assert "no_cycle" in out
+
+
+def test_ltuda_cardiac_table(tmp_path):
+    data = needs("Cardiac")
+    out = run_benchmark("ltuda_cardiac", "--data", str(data), "--minutes", "0.05",
+                        "--methods", "partial,cda", "--test-patients", "1", "--size", "32",
+                        "--base-channels", "4", "--strong-views", "1", "--jobs", "2",
+                        "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "ltuda_cardiac.csv")
+    assert [r["run"] for r in rows] == ["partial", "cda"]
+    for row in rows:
+        for organ in ("right_ventricle", "myocardium", "left_ventricle", "mean"):
+            assert 0.0 <= float(row[organ]) <= 1.0
+    assert (tmp_path / "ltuda_cardiac.png").stat().st_size > 0
+    assert "partial" in out and "cda" in out
+
+
+def test_oneseg_abdomen_per_organ(tmp_path):
+    data = needs("AbdomenTS")
+    run_benchmark("oneseg_abdomen", "--data", str(data), "--max-time", "0", "--epochs", "1",
+                  "--pairs-per-epoch", "8", "--size", "32", "--organs", "5",
+                  "--methods", "oneseg,copy", "--cases", "ts_mr", "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "oneseg_abdomen.csv")
+    assert {r["organ"] for r in rows} == {"liver"}
+    assert {r["method"] for r in rows} == {"oneseg", "copy"}
+    assert {r["start"] for r in rows} == {"screened", "volume_middle", "largest", "middle"}
+    assert (tmp_path / "oneseg_abdomen_ts_mr.png").stat().st_size > 0
