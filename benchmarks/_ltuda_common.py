@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._jobs import run_jobs
 from sparseseg.io import Case, read_label, read_volume, write_volume
 
 
@@ -60,14 +61,16 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                        organ_values: dict[str, int], work: Path, *, minutes: float, size: int,
                        base_channels: int, seed: int, loss: str,
                        components: dict[str, int] | None, strong_views: int,
-                       threads: int | None = None) -> dict:
-    """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row."""
+                       threads: int) -> dict:
+    """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row.
+
+    Sets ``threads`` torch threads first (it may run in a worker process of its own).
+    """
+    import torch
+
     from sparseseg.ltuda import train
 
-    if threads is not None:  # a worker process of run_methods(jobs > 1)
-        import torch
-
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     start = time.monotonic()
     model = train(output=work / f"model_{name}", datasets=specs, method=method,
                   epochs=10_000, max_time=minutes, size=size,
@@ -93,20 +96,11 @@ def run_methods(runs: dict[str, tuple[list, str]], test: Sequence[Case],
     torch threads (two 1-thread runs side by side on 2 cores get the same CPU each).
     """
     kwargs = {"minutes": minutes, "size": size, "base_channels": base_channels, "seed": seed,
-              "loss": loss, "components": components, "strong_views": strong_views}
-    if jobs > 1 and len(runs) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = [pool.submit(train_and_evaluate, name, specs, method, list(test),
-                                   organ_values, work, threads=threads, **kwargs)
-                       for name, (specs, method) in runs.items()]
-            rows = [f.result() for f in futures]
-    else:
-        rows = [train_and_evaluate(name, specs, method, test, organ_values, work, **kwargs)
-                for name, (specs, method) in runs.items()]
+              "loss": loss, "components": components, "strong_views": strong_views,
+              "threads": threads}
+    rows = run_jobs(train_and_evaluate,
+                    [((name, specs, method, list(test), organ_values, work), kwargs)
+                     for name, (specs, method) in runs.items()], jobs)
     keys = list(rows[0])
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)

@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks import _plot
+from benchmarks._jobs import run_jobs
 from benchmarks._oneseg_common import (
     METRIC_COLUMNS,
     add_training_options,
@@ -135,15 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.info("%d variants, %s each, %d at a time with %d thread(s) each", len(variants),
                  budget, min(args.jobs, len(variants)), args.threads)
     started = time.monotonic()
-    if args.jobs > 1 and len(variants) > 1:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_variant, name, args, train_images, val_cases, out,
-                                   args.threads) for name in variants]
-            results = [f.result() for f in futures]
-    else:
-        results = [run_variant(name, args, train_images, val_cases, out, args.threads)
-                   for name in variants]
+    results = run_jobs(run_variant, [((name, args, train_images, val_cases, out, args.threads),
+                                      {}) for name in variants], args.jobs)
     rows = [row for variant_rows, _ in results for row in variant_rows]
     write_csv(out / "oneseg_ablation.csv", rows)
     print(f"\nOneSeg ablation on LeftAtrium: {len(train_cases)} training images, "

@@ -22,12 +22,17 @@ def _specs(phantom_sets):
             DatasetSpec(other_set, {"spleen": [2], "kidney": [3]})]
 
 
-def test_stage2_prototypes_start_from_class_features(phantom_sets):
+def _trainer(phantom_sets, **settings) -> Trainer:
+    """A seeded trainer of a small model on the phantom datasets (no validation cases)."""
     torch.manual_seed(0)
     cases = load_cases(_specs(phantom_sets), ORGANS, 32)
     model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
-    trainer = Trainer(model, cases, [], TrainSettings(method="ltuda", seed=0),
-                      torch.device("cpu"))
+    return Trainer(model, cases, [], TrainSettings(seed=0, **settings), torch.device("cpu"))
+
+
+def test_stage2_prototypes_start_from_class_features(phantom_sets):
+    trainer = _trainer(phantom_sets, method="ltuda")
+    model = trainer.model
     for _ in range(3):
         trainer.train_step()
     random_protos = model.proto_unlabeled.prototypes.clone()
@@ -83,11 +88,8 @@ def test_validate_all_matches_single_classifier_validation(phantom_sets):
 def test_teacher_averages_batchnorm_statistics_not_copies(phantom_sets):
     # A teacher with averaged weights but the student's batch-norm statistics predicts
     # garbage; its statistics must be averaged like its weights.
-    torch.manual_seed(0)
-    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
-    model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
-    trainer = Trainer(model, cases, [], TrainSettings(method="cda", seed=0),
-                      torch.device("cpu"))
+    trainer = _trainer(phantom_sets, method="cda")
+    model = trainer.model
     for _ in range(3):
         trainer.train_step()
     student = dict(model.unet.named_buffers())
@@ -167,11 +169,7 @@ def test_sample_per_class_caps_each_class_reproducibly():
 
 
 def _stage2_trainer(phantom_sets, **settings):
-    torch.manual_seed(0)
-    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
-    model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
-    trainer = Trainer(model, cases, [], TrainSettings(method="ltuda", seed=0, **settings),
-                      torch.device("cpu"))
+    trainer = _trainer(phantom_sets, method="ltuda", **settings)
     trainer.progress = 0.9
     trainer.start_stage2()
     return trainer

@@ -377,19 +377,18 @@ class Trainer:
         organ = target > 0
         flat_emb = emb.permute(0, 2, 3, 1).reshape(-1, d)
         flat_t = target.reshape(-1)
-        flat_own = {"labeled": (~organ | from_gt).reshape(-1),
-                    "unlabeled": (~organ | ~from_gt).reshape(-1)}
+        sources = [(model.proto_labeled, (~organ | from_gt).reshape(-1)),
+                   (model.proto_unlabeled, (~organ | ~from_gt).reshape(-1))]
         if self.settings.proto_pixels > 0:
             keep = sample_per_class(flat_t, self.settings.proto_pixels, self.generator)
             flat_emb, flat_t = flat_emb[keep], flat_t[keep]
-            flat_own = {k: v[keep] for k, v in flat_own.items()}
-        sources = {"labeled": model.proto_labeled, "unlabeled": model.proto_unlabeled}
+            sources = [(clf, own[keep]) for clf, own in sources]
         total = emb.new_zeros(())
-        for name, clf in sources.items():
+        for clf, own in sources:
             flat_sims = clf.similarities(flat_emb)
             assignment = clf.assign(flat_emb.detach(), flat_t)
             total = total + prototype_loss(flat_sims, flat_t, assignment)
-            correct = (flat_sims.detach().amax(dim=2).argmax(1) == flat_t) & flat_own[name]
+            correct = (flat_sims.detach().amax(dim=2).argmax(1) == flat_t) & own
             clf.update(flat_emb.detach()[correct], flat_t[correct], assignment[correct])
         return total
 
