@@ -38,22 +38,32 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 def evaluate(model: Path, test: Sequence[Case], organ_values: dict[str, int],
              out: Path) -> dict[str, float]:
-    """Predict the test cases and return the mean Dice per organ (plus ``mean``)."""
+    """Predict the test cases; return the mean Dice per organ, ``mean`` and ``confusion``.
+
+    ``confusion`` is the mean over cases of :func:`sparseseg.metrics.organ_confusion`: the
+    fraction of organ voxels predicted as another organ.
+    """
     from sparseseg.ltuda import predict
+    from sparseseg.metrics import organ_confusion
 
     config = json.loads((model / "config.json").read_text())
     organs = config["organs"]
     scores: dict[str, list[float]] = {o: [] for o in organs}
+    confusion = []
     out.mkdir(parents=True, exist_ok=True)
     for case in test:
         file = predict(model=model, inputs=case.image, output=out / f"{case.name}.nii.gz",
                        progress=False)[0]
         pred = read_label(file).array
         ref = read_label(case.label).array
+        relabelled = np.zeros_like(pred)
         for k, organ in enumerate(organs):
             scores[organ].append(dice(pred == k + 1, ref == organ_values[organ]))
+            relabelled[pred == k + 1] = organ_values[organ]
+        confusion.append(organ_confusion(relabelled, ref))
     result = {o: float(np.mean(v)) for o, v in scores.items()}
     result["mean"] = float(np.mean(list(result.values())))
+    result["confusion"] = float(np.mean(confusion))
     return result
 
 

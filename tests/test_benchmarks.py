@@ -82,3 +82,17 @@ def test_oneseg_abdomen_per_organ(tmp_path):
     assert {r["method"] for r in rows} == {"oneseg", "copy"}
     assert {r["start"] for r in rows} == {"screened", "volume_middle", "largest", "middle"}
     assert (tmp_path / "oneseg_abdomen_ts_mr.png").stat().st_size > 0
+
+
+def test_ltuda_phantom_confusion_column(tmp_path):
+    csv_path = tmp_path / "ltuda_phantom.csv"
+    out = run_benchmark("ltuda_phantom", "--minutes", "0.05", "--methods", "partial,full",
+                        "--shape", "32", "32", "6", "--size", "32", "--base-channels", "4",
+                        "--test-cases", "1", "--train-cases", "2", "--jobs", "2",
+                        "--csv", str(csv_path))
+    rows = read_rows(csv_path)
+    assert [r["run"] for r in rows] == ["partial", "full"]
+    for row in rows:
+        for key in ("liver", "spleen", "kidney", "pancreas", "mean", "confusion"):
+            assert 0.0 <= float(row[key]) <= 1.0
+    assert "confusion" in out

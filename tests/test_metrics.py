@@ -18,6 +18,7 @@ from sparseseg.metrics import (
     evaluate_labels,
     label_values,
     mean_metrics,
+    organ_confusion,
     surface,
 )
 from sparseseg_test_utils import random_blob, real_case
@@ -293,3 +294,18 @@ def test_real_crop_brute_force(real_data) -> None:
     p, t = _crop(pred, truth)
     want = reference_metrics(p, t, label.spacing)
     assert_metrics_close(got, want)
+
+
+def test_organ_confusion_counts_only_organ_swaps() -> None:
+    truth = np.array([1, 1, 1, 1, 2, 2, 0, 0])
+    # one liver voxel missed (0), one called organ 2, one organ-2 voxel called 1; background
+    # predicted as an organ is a leak, not a confusion
+    pred = np.array([1, 0, 2, 1, 1, 2, 1, 2])
+    assert organ_confusion(pred, truth) == pytest.approx(2 / 6)
+    assert organ_confusion(truth, truth) == 0.0
+    assert organ_confusion(pred, np.zeros_like(truth)) == 0.0
+
+
+def test_organ_confusion_shape_mismatch_raises() -> None:
+    with pytest.raises(ValueError, match="shapes differ"):
+        organ_confusion(np.zeros(3), np.zeros(4))

@@ -85,3 +85,17 @@ def test_dataset_on_disk(tmp_path: Path) -> None:
     assert image.same_geometry(ref_image)
     meta = json.loads((root / "dataset.json").read_text())
     assert meta["labels"]["liver"] == 1 and meta["numTraining"] == 2
+
+
+def test_organ_hu_override_changes_only_that_organ(phantom) -> None:
+    image, label = make_phantom(shape=SHAPE, seed=1, organ_hu={"liver": 200.0})
+    np.testing.assert_array_equal(label.array, phantom[1].array)
+    liver = label.array == PHANTOM_LABELS["liver"]
+    spleen = label.array == PHANTOM_LABELS["spleen"]
+    assert image.array[liver].mean() - phantom[0].array[liver].mean() > 100.0
+    np.testing.assert_allclose(image.array[spleen].mean(), phantom[0].array[spleen].mean())
+
+
+def test_organ_hu_unknown_name_raises() -> None:
+    with pytest.raises(ValueError, match="unknown organs"):
+        make_phantom(shape=SHAPE, organ_hu={"heart": 50.0})

@@ -10,6 +10,7 @@ one seed, so a phantom is reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ def make_phantom(
     spacing: tuple[float, float, float] = (2.0, 2.0, 4.0),
     seed: int = 0,
     noise: float = 12.0,
+    organ_hu: Mapping[str, float] | None = None,
 ) -> tuple[Volume, Volume]:
     """Generate one abdomen-like CT phantom and its label map.
 
@@ -49,6 +51,10 @@ def make_phantom(
         spacing: Voxel size in mm (anisotropic by default, like a clinical CT).
         seed: Random seed; the same seed gives the same phantom.
         noise: Standard deviation of the Gaussian noise in HU.
+        organ_hu: Mean HU of some organs by name (e.g. ``{"liver": 125}``), replacing the
+            defaults (liver 70, spleen 125, kidney 190, pancreas 25). Datasets from different
+            scanners or contrast phases differ like this; the LTUDA phantom benchmark gives
+            each partially labeled dataset its own contrast.
 
     Returns:
         ``(image, label)``: image in HU (float32), labels per :data:`PHANTOM_LABELS` (uint8),
@@ -59,6 +65,11 @@ def make_phantom(
         >>> sorted(set(label.array.ravel().tolist()))
         [0, 1, 2, 3, 4]
     """
+    organ_hu = dict(organ_hu or {})
+    unknown = set(organ_hu) - set(PHANTOM_LABELS)
+    if unknown:
+        raise ValueError(f"organ_hu names unknown organs {sorted(unknown)}; "
+                         f"phantom organs are {list(PHANTOM_LABELS)}")
     rng = np.random.default_rng(seed)
     nx, ny, nz = shape
     x = np.linspace(-1, 1, nx)[:, None, None]
@@ -80,7 +91,8 @@ def make_phantom(
     image = image + cavity * 25.0 * _smooth_noise(rng, shape, 2.0)
 
     label = np.zeros(shape, np.uint8)
-    for _, value, centre, radii, hu, texture in _ORGANS:
+    for name, value, centre, radii, hu, texture in _ORGANS:
+        hu = organ_hu.get(name, hu)
         jitter = rng.uniform(-0.04, 0.04, 3)
         cx, cy, cz = (c + j for c, j in zip(centre, jitter, strict=True))
         scale = rng.uniform(0.9, 1.1, 3)
@@ -113,6 +125,7 @@ def make_phantom_dataset(
     shape: tuple[int, int, int] = (96, 96, 48),
     spacing: tuple[float, float, float] = (2.0, 2.0, 4.0),
     seed: int = 0,
+    organ_hu: Mapping[str, float] | None = None,
 ) -> Path:
     """Write phantoms as a dataset folder in the nnU-Net/MSD layout.
 
@@ -122,6 +135,7 @@ def make_phantom_dataset(
         shape: Voxel grid of each phantom.
         spacing: Voxel size in mm.
         seed: Seed of the first case.
+        organ_hu: Mean HU of some organs by name, as in :func:`make_phantom`.
 
     Returns:
         The dataset folder.
@@ -134,7 +148,8 @@ def make_phantom_dataset(
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
     for c in range(n_cases):
-        image, label = make_phantom(shape=shape, spacing=spacing, seed=seed + c)
+        image, label = make_phantom(shape=shape, spacing=spacing, seed=seed + c,
+                                    organ_hu=organ_hu)
         name = f"phantom_{c:03d}"
         write_volume(folder / "imagesTr" / f"{name}_0000.nii.gz", image.array, image)
         write_volume(folder / "labelsTr" / f"{name}.nii.gz", label.array, label)
