@@ -47,6 +47,29 @@ def add_training_options(parser: argparse.ArgumentParser, *, max_time: float, ep
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--temperature", type=float, default=0.05, help="training temperature")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cycle", dest="cycle", action="store_false",
+                        help="train without cycle consistency (ablation)")
+    parser.add_argument("--no-scheduled-sampling", dest="scheduled_sampling",
+                        action="store_false", help="train without scheduled sampling (ablation)")
+
+
+def train_configs(args: argparse.Namespace, **variant: object
+                  ) -> tuple[NetworkConfig, TrainConfig]:
+    """Network and training settings from the options of :func:`add_training_options`.
+
+    ``variant`` holds ablation settings: ``bottleneck`` (network), ``pairs``, ``local_chains``,
+    ``scheduled_sampling``, ``cycle`` (training); they override ``args.cycle`` and
+    ``args.scheduled_sampling``.
+    """
+    variant = {"cycle": getattr(args, "cycle", True),
+               "scheduled_sampling": getattr(args, "scheduled_sampling", True), **variant}
+    net_keys = {"bottleneck"}
+    network = NetworkConfig(width=args.width, temperature=args.temperature,
+                            **{k: v for k, v in variant.items() if k in net_keys})
+    training = TrainConfig(epochs=args.epochs, max_time=args.max_time or None, size=args.size,
+                           seed=args.seed, lr=args.lr, pairs_per_epoch=args.pairs_per_epoch,
+                           **{k: v for k, v in variant.items() if k not in net_keys})
+    return network, training
 
 
 def train_model(
@@ -57,16 +80,9 @@ def train_model(
 ) -> tuple[OneSegModel, float]:
     """Train OneSeg on ``images`` (labels never read) into ``output``; return it and seconds.
 
-    ``args`` holds the options of :func:`add_training_options`; ``variant`` holds ablation
-    settings: ``bottleneck`` (network), ``pairs``, ``local_chains``, ``scheduled_sampling``,
-    ``cycle`` (training).
+    ``args`` and ``variant`` are those of :func:`train_configs`.
     """
-    net_keys = {"bottleneck"}
-    network = NetworkConfig(width=args.width, temperature=args.temperature,
-                            **{k: v for k, v in variant.items() if k in net_keys})
-    training = TrainConfig(epochs=args.epochs, max_time=args.max_time or None, size=args.size,
-                           seed=args.seed, lr=args.lr, pairs_per_epoch=args.pairs_per_epoch,
-                           **{k: v for k, v in variant.items() if k not in net_keys})
+    network, training = train_configs(args, **variant)
     start = time.monotonic()
     oneseg.train(images=list(images), output=output, network=network, training=training,
                  device="cpu", progress=False)

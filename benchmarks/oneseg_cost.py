@@ -117,6 +117,8 @@ def ltuda_throughput(steps: int, size: int, seed: int, folder: Path) -> list[dic
         model = LTUDAModel(n_organs=len(organs), base_channels=16, depth=default_depth(size))
         settings = TrainSettings(method=method, batch_size=4, seed=seed)
         trainer = Trainer(model, cases, [], settings, torch.device("cpu"))
+        # Past the warm-up (whose steps are partial-label steps) at mid-run, where fit() is.
+        trainer.progress = 0.5
         if stage == 2:
             trainer.start_stage2()
         warm = 2

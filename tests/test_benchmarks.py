@@ -96,3 +96,20 @@ def test_ltuda_phantom_confusion_column(tmp_path):
         for key in ("liver", "spleen", "kidney", "pancreas", "mean", "confusion"):
             assert 0.0 <= float(row[key]) <= 1.0
     assert "confusion" in out
+
+
+def test_training_options_switch_cycle_and_scheduled_sampling():
+    import argparse
+
+    from benchmarks._oneseg_common import add_training_options, train_configs
+
+    parser = argparse.ArgumentParser()
+    add_training_options(parser, max_time=15.0)
+    _, default = train_configs(parser.parse_args([]))
+    assert default.cycle and default.scheduled_sampling and default.max_time == 15.0
+    args = parser.parse_args(["--no-cycle", "--no-scheduled-sampling", "--max-time", "0"])
+    _, ablated = train_configs(args)
+    assert not ablated.cycle and not ablated.scheduled_sampling and ablated.max_time is None
+    # An ablation variant overrides the command line.
+    network, variant = train_configs(args, cycle=True, bottleneck="intensity")
+    assert variant.cycle and network.bottleneck == "intensity"
