@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data/Cardiac", help="Cardiac dataset")
-    parser.add_argument("--minutes", type=float, default=13.0, help="training budget per run")
+    parser.add_argument("--minutes", type=float, default=12.0, help="training budget per run")
     parser.add_argument("--methods", default="partial,cda,ltuda,full",
                         help="comma-separated runs among partial,cda,ltuda,full")
     parser.add_argument("--test-patients", type=int, default=5)
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="supervised loss (bce: the paper's; default bce+dice)")
     parser.add_argument("--strong-views", type=int, default=2,
                         help="strong CutMix views per batch in cda/ltuda (paper: 2)")
+    parser.add_argument("--ema", type=float, default=0.999,
+                        help="mean teacher's final EMA decay in cda/ltuda (paper: 0.999)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     parser.add_argument("--jobs", type=int, default=2,
                         help="runs trained at once, each in its own process (default 2: two "
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         run_methods({m: catalogue[m] for m in wanted}, test, STRUCTURES, work,
                     minutes=args.minutes, size=args.size, base_channels=args.base_channels,
                     seed=args.seed, csv_path=csv_path, loss=args.loss,
-                    strong_views=args.strong_views, jobs=args.jobs, threads=args.threads)
+                    strong_views=args.strong_views, jobs=args.jobs, threads=args.threads,
+                    ema=args.ema)
         png = prediction_figure(out / "ltuda_cardiac.png", test[0], wanted, work)
     print(f"wrote {csv_path} and {png}")
     return 0

@@ -8,6 +8,7 @@ and picture. Accuracy and speed live in the scripts' real runs (docs/benchmarks.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -61,9 +62,11 @@ def test_ltuda_cardiac_table(tmp_path):
     data = needs("Cardiac")
     out = run_benchmark("ltuda_cardiac", "--data", str(data), "--minutes", "0.05",
                         "--methods", "partial,cda", "--test-patients", "1", "--size", "32",
-                        "--base-channels", "4", "--strong-views", "1", "--jobs", "2",
-                        "--out", str(tmp_path))
+                        "--base-channels", "4", "--strong-views", "1", "--ema", "0.99",
+                        "--jobs", "2", "--out", str(tmp_path), "--work", str(tmp_path / "w"))
     rows = read_rows(tmp_path / "ltuda_cardiac.csv")
+    config = json.loads((tmp_path / "w" / "model_cda" / "config.json").read_text())
+    assert config["training"]["ema"] == 0.99
     assert [r["run"] for r in rows] == ["partial", "cda"]
     for row in rows:
         for organ in ("right_ventricle", "myocardium", "left_ventricle", "mean"):

@@ -19,16 +19,37 @@ def test_missing_model_returns_2(tmp_path, capsys, phantom_sets):
     assert code == 2
 
 
-def test_train_cli_runs(tmp_path, phantom_sets):
+def test_train_cli_runs(tmp_path, phantom_sets, monkeypatch):
     pytest.importorskip("torch")
+    from sparseseg.ltuda import teacher, trainer
+
+    decays = []
+
+    def recording_decay(step, ema):
+        decays.append(ema)
+        return teacher.ema_decay(step, ema)
+
+    monkeypatch.setattr(trainer, "ema_decay", recording_decay)
     code = main(["ltuda", "train", "-q", "-o", str(tmp_path / "m"),
                  "--dataset", str(phantom_sets[0]), "liver=1",
                  "--dataset", str(phantom_sets[1]), "spleen=2", "kidney=3",
                  "--method", "cda", "--epochs", "1", "--size", "16", "--base-channels", "4",
-                 "--strong-views", "1", "--proto-pixels", "64"])
+                 "--strong-views", "1", "--proto-pixels", "64", "--ema", "0.99"])
     assert code == 0
     training = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
     assert training["strong_views"] == 1 and training["proto_pixels"] == 64
+    assert training["ema"] == 0.99
+    assert decays and set(decays) == {0.99}  # the teacher is updated with the decay asked for
     assert main(["ltuda", "predict", "-q", "-m", str(tmp_path / "m"), "-i",
                  str(phantom_sets[1]), "-o", str(tmp_path / "p")]) == 0
     assert len(list((tmp_path / "p").glob("*.nii.gz"))) == 3
+
+
+@pytest.mark.parametrize("ema", ["0", "1", "1.5"])
+def test_ema_outside_open_unit_interval_returns_2(tmp_path, capsys, phantom_sets, ema):
+    code = main(["ltuda", "train", "-q", "-o", str(tmp_path / "m"),
+                 "--dataset", str(phantom_sets[0]), "liver=1", "--ema", ema])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ema must be in (0, 1)" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()

@@ -80,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="random pixels per class and view for the stage-2 prototype losses (default: "
         "2048; 0: every pixel, as in the paper)",
     )
+    train.add_argument(
+        "--ema", type=float, default=None,
+        help="final decay of the mean teacher's moving average in cda/ltuda (default: 0.999, "
+        "the paper's; smaller follows the student faster in short runs)",
+    )
     add_checkpoint_options(train)
     add_device_option(train)
     add_seed_option(train)
@@ -116,6 +121,7 @@ def _train(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "strong_views": args.strong_views,
         "proto_pixels": args.proto_pixels,
+        "ema": args.ema,
     }
     train(
         output=args.output,

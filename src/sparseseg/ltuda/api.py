@@ -49,6 +49,7 @@ def train(
     loss: str = "bce",
     strong_views: int = 2,
     proto_pixels: int = 2048,
+    ema: float = 0.999,
     checkpoint_every: float | None = 5.0,
     resume: bool = False,
 ) -> Path:
@@ -89,6 +90,8 @@ def train(
             and ``ltuda`` (paper: 2; 1 halves their cost).
         proto_pixels: Pixels of each class per strong view that the stage-2 prototype losses
             and updates use, drawn at random (``0``: every pixel, as in the paper).
+        ema: Final decay of the mean teacher's exponential moving average (paper: 0.999;
+            smaller follows the student faster, for short runs).
         checkpoint_every: Minutes of training between resumable checkpoints
             (``output/resume.safetensors``, also written at the end); ``0`` or ``None``: none.
         resume: Continue from ``output/resume.safetensors`` when it exists (the settings and
@@ -120,6 +123,8 @@ def train(
                              ("strong_views", strong_views, 1), ("proto_pixels", proto_pixels, 0)):
         if int(value) < low:
             raise SparsesegError(f"{name} must be >= {low}, got {value}")
+    if not 0 < ema < 1:
+        raise SparsesegError(f"ema must be in (0, 1), got {ema}")
     if max_time is not None and max_time <= 0:
         raise SparsesegError(f"max_time must be positive, got {max_time}")
     if checkpoint_every is not None and checkpoint_every < 0:
@@ -155,7 +160,7 @@ def train(
         settings = TrainSettings(method=method, epochs=int(epochs), max_time=max_time,
                                  batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
                                  dice=loss == "bce+dice", n_strong=int(strong_views),
-                                 proto_pixels=int(proto_pixels))
+                                 proto_pixels=int(proto_pixels), ema=float(ema))
         trainer = Trainer(model, train_cases, val_cases, settings, dev, dist=dist)
         if dist.is_main:
             output.mkdir(parents=True, exist_ok=True)
@@ -174,7 +179,7 @@ def train(
             "datasets": [{"path": str(d.path), "organs": d.organs} for d in datasets],
             "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
                          "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
-                         "strong_views": strong_views, "proto_pixels": proto_pixels,
+                         "strong_views": strong_views, "proto_pixels": proto_pixels, "ema": ema,
                          "val_fraction": val_fraction,
                          "val_cases": [c.name for c in val_cases]},
         }
