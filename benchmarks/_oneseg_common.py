@@ -61,8 +61,7 @@ def train_configs(args: argparse.Namespace, **variant: object
     ``scheduled_sampling``, ``cycle`` (training); they override ``args.cycle`` and
     ``args.scheduled_sampling``.
     """
-    variant = {"cycle": getattr(args, "cycle", True),
-               "scheduled_sampling": getattr(args, "scheduled_sampling", True), **variant}
+    variant = {"cycle": args.cycle, "scheduled_sampling": args.scheduled_sampling, **variant}
     net_keys = {"bottleneck"}
     network = NetworkConfig(width=args.width, temperature=args.temperature,
                             **{k: v for k, v in variant.items() if k in net_keys})
