@@ -127,14 +127,17 @@ def one_slice(label: np.ndarray, k: int) -> np.ndarray:
 
 
 def propagate(model: OneSegModel | None, image: Volume, annotation: np.ndarray, method: str,
-              verify: bool = False) -> tuple[np.ndarray, float]:
-    """Propagate with one method; an empty annotation gives an empty result (nothing to do)."""
+              verify: bool = False, anchor: bool = True) -> tuple[np.ndarray, float]:
+    """Propagate with one method; an empty annotation gives an empty result (nothing to do).
+
+    ``anchor=False`` copies from the last propagated slice only (the paper's chain).
+    """
     start = time.monotonic()
     if not annotation.any():
         return np.zeros(annotation.shape, np.uint8), 0.0
     result = oneseg.propagate(model=model if method == "oneseg" else None, image=image,
                               annotation=annotation, method=method, verify=verify,
-                              device="cpu").array
+                              anchor=anchor, device="cpu").array
     return result, time.monotonic() - start
 
 

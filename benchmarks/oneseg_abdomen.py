@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default="oneseg,registration,copy")
     parser.add_argument("--starts", default=",".join(START_NAMES),
                         help="start slices among " + ",".join(START_NAMES))
+    parser.add_argument("--no-anchor", dest="anchor", action="store_false",
+                        help="OneSeg copies from the last propagated slice only (the paper)")
     parser.add_argument("--organs", default=None, help="label values to score (default: all)")
     parser.add_argument("--cases", default=None, help="case names to score (default: all)")
     parser.add_argument("--out", default="benchmarks/results")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 k = starts[start_name]
                 ann = one_slice(mask.astype(np.uint8) * value, k)
                 for method in methods:
-                    pred, seconds = propagate(model, image, ann, method)
+                    pred, seconds = propagate(model, image, ann, method, anchor=args.anchor)
                     m = chaos_metrics(pred == value, mask, spacing=label.spacing)
                     rows.append({
                         "case": case.name, "modality": modality(case.name), "organ_value": value,

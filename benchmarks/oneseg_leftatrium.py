@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--starts", default=",".join(START_NAMES),
                         help="start slices among " + ",".join(START_NAMES))
     parser.add_argument("--verify", action="store_true", help="per-step verification for all")
+    parser.add_argument("--no-anchor", dest="anchor", action="store_false",
+                        help="OneSeg copies from the last propagated slice only (the paper)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many val cases")
     parser.add_argument("--bin", type=int, default=4,
                         help="width in slices of the distance bins of error_vs_distance.png")
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         for start_name, k in starts.items():
             ann = one_slice(truth.astype(np.uint8), k)
             for method in methods:
-                pred, seconds = propagate(model, image, ann, method, args.verify)
+                pred, seconds = propagate(model, image, ann, method, args.verify, args.anchor)
                 m = chaos_metrics(pred > 0, truth, spacing=label.spacing)
                 rows.append({"case": case.name, "start": start_name, "slice": k,
                              "method": method, "dice": m["dice"], "ravd": m["ravd"],

@@ -116,3 +116,18 @@ def test_training_options_switch_cycle_and_scheduled_sampling():
     # An ablation variant overrides the command line.
     network, variant = train_configs(args, cycle=True, bottleneck="intensity")
     assert variant.cycle and network.bottleneck == "intensity"
+
+
+def test_oneseg_leftatrium_table_and_figures(tmp_path):
+    data = needs("LeftAtrium")
+    out = run_benchmark("oneseg_leftatrium", "--data", str(data), "--train", "2", "--limit", "1",
+                        "--max-time", "0", "--epochs", "1", "--pairs-per-epoch", "16",
+                        "--size", "32", "--methods", "oneseg,copy", "--starts",
+                        "largest,screened", "--no-anchor", "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "oneseg_leftatrium.csv")
+    assert sorted({(r["start"], r["method"]) for r in rows}) == [
+        ("largest", "copy"), ("largest", "oneseg"), ("screened", "copy"), ("screened", "oneseg")]
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    for name in ("error_vs_distance.csv", "error_vs_distance.png", "oneseg_leftatrium_case.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "largest" in out and "oneseg" in out

@@ -1,8 +1,17 @@
 """The demo: OneSeg end to end on generated phantoms, no downloads.
 
 Trains OneSeg on a few unlabeled phantoms, asks which slice of a new phantom to annotate,
-"annotates" it from the phantom's own label, propagates, scores the result against the full
-label, and writes the volumes, a PNG overlay and a metrics table to a folder.
+"annotates" a slice from the phantom's own label, propagates, scores the result against the
+full label, and writes the volumes, a PNG overlay and a metrics table to a folder.
+
+The paper's screening (Eq. 5-7) ignores which organs will be drawn; on the phantom it suggests
+a slice that shows the liver only. The demo annotates all four organs on one slice, so it does
+what a clinician would: it scrolls to the slice where every organ is well visible (the slice
+whose least visible organ has the largest share of that organ's biggest cross-section), and
+reports the screened suggestion beside it. Starting where an organ is a sliver costs that organ
+most of its Dice (measured with the default settings: kidney 0.20 from the middle slice of the
+volume, where the kidneys are 38 % of their largest cross-section; 0.70 from the slice chosen
+here).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ class DemoResult:
 
     folder: Path
     slice_index: int
+    suggested: int
     metrics: dict[int, dict[str, float]]
     seconds: float
 
@@ -85,22 +95,14 @@ def run_demo(
         device=device,
         progress=progress,
     )
-    # The paper's organ-blind screening (Eq. 5-7) can pick a slice showing one organ only (with
-    # the neighbour-chain model it picks slice 42 of 48, liver only); the demo annotates all
-    # four organs, so it starts from the middle of the body.
-    index = oneseg.select(
-        model=model_dir, image=folder / "image.nii.gz", criterion="middle", device=device
-    )
-    log.info("slice to annotate: %d", index)
+    suggested = oneseg.select(model=model_dir, image=folder / "image.nii.gz", device=device)
+    index = slice_showing_every_label(truth.array)
+    log.info("OneSeg's screening suggests slice %d; annotating slice %d, where every organ "
+             "is well visible", suggested, index)
     annotation = np.zeros_like(truth.array)
     sl = [slice(None)] * 3
     sl[SLICE_AXIS] = index
     annotation[tuple(sl)] = truth.array[tuple(sl)]
-    if not annotation.any():  # the screened slice misses every organ: take the fullest one
-        index = int(np.argmax(to_slices(truth.array > 0).reshape(shape[SLICE_AXIS], -1).sum(1)))
-        sl[SLICE_AXIS] = index
-        annotation[tuple(sl)] = truth.array[tuple(sl)]
-        log.info("screened slice holds no organ; annotating slice %d instead", index)
     write_volume(folder / "annotation.nii.gz", annotation, image)
     result = oneseg.propagate(
         model=model_dir,
@@ -135,4 +137,24 @@ def run_demo(
         title=f"OneSeg demo: propagated from slice k={index} (prediction) vs phantom label",
     )
     write_png(folder / "overlay.png", figure)
-    return DemoResult(folder, index, metrics, time.monotonic() - start)
+    return DemoResult(folder, index, suggested, metrics, time.monotonic() - start)
+
+
+def slice_showing_every_label(label: np.ndarray, *, axis: int = SLICE_AXIS) -> int:
+    """The slice where the least visible label is most visible.
+
+    Each label's area on a slice is divided by its largest area on any slice; the slice whose
+    smallest such share is largest wins (ties: the lowest index). A label volume with no
+    labels gives its middle slice.
+
+    Args:
+        label: Label volume.
+        axis: Slice axis.
+    """
+    slices = to_slices(np.asarray(label), axis)
+    values = [v for v in np.unique(slices) if v != 0]
+    if not values:
+        return slices.shape[0] // 2
+    areas = np.stack([(slices == v).reshape(len(slices), -1).sum(1) for v in values], axis=1)
+    share = areas / areas.max(axis=0)
+    return int(np.argmax(share.min(axis=1)))

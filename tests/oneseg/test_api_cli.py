@@ -82,6 +82,14 @@ def test_cli_propagate_multi_organ(tiny_model, phantom_folder, tmp_path) -> None
     result = read_label(out)
     assert result.same_geometry(image)
     assert set(np.unique(result.array)) == set(np.unique(ann))
+    # --no-anchor: the paper's chain, from the last propagated slice only.
+    plain = tmp_path / "plain.nii.gz"
+    args = ["-q", "oneseg", "propagate", "-m", str(tiny_model), "-i",
+            str(phantom_folder / "image.nii.gz"), "-a", str(tmp_path / "ann.nii.gz")]
+    assert main([*args, "-o", str(plain), "--no-anchor"]) == 0
+    want = oneseg.propagate(model=tiny_model, image=image, annotation=ann, anchor=False,
+                            device="cpu")
+    assert (read_label(plain).array == want.array).all()
 
 
 def test_cli_propagate_from_a_2d_slice(tiny_model, phantom_folder, tmp_path) -> None:

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+import sparseseg.oneseg.attention as sparseseg_attention
 from sparseseg.oneseg.attention import (
     LocalAttentionCopy,
     dense_local_copy,
     local_attention_weights,
+    multi_reference_copy,
     soft_copy,
 )
 
 
 def naive_copy(q, k, v, radius, temperature):
-    b, _, h, w = q.shape
-    out = torch.zeros(b, v.shape[1], h, w, dtype=q.dtype)
-    for n in range(b):
-        for i in range(h):
-            for j in range(w):
-                logits, vals = [], []
-                for di in range(-radius, radius + 1):
-                    for dj in range(-radius, radius + 1):
-                        ii, jj = i + di, j + dj
-                        if 0 <= ii < h and 0 <= jj < w:
-                            logits.append((q[n, :, i, j] * k[n, :, ii, jj]).sum() / temperature)
-                            vals.append(v[n, :, ii, jj])
-                a = torch.softmax(torch.stack(logits), 0)
-                out[n, :, i, j] = (a[:, None] * torch.stack(vals)).sum(0)
-    return out
+    return naive_multi_copy(q, [k], [v], radius, temperature)
 
 
 def test_matches_naive_reference_on_random_input() -> None:
@@ -76,3 +65,77 @@ def test_gradients_flow_to_features() -> None:
     LocalAttentionCopy(radius=2)(q, k, torch.rand(1, 1, 6, 6)).sum().backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
     assert k.grad is not None and k.grad.abs().sum() > 0
+
+
+def naive_multi_copy(q, keys, values, radius, temperature):
+    """Per-pixel reference: one softmax over the windows of every reference."""
+    b, _, h, w = q.shape
+    out = torch.zeros(b, values[0].shape[1], h, w, dtype=q.dtype)
+    for n in range(b):
+        for i in range(h):
+            for j in range(w):
+                logits, vals = [], []
+                for k, v in zip(keys, values, strict=True):
+                    for di in range(-radius, radius + 1):
+                        for dj in range(-radius, radius + 1):
+                            ii, jj = i + di, j + dj
+                            if 0 <= ii < h and 0 <= jj < w:
+                                logits.append((q[n, :, i, j] * k[n, :, ii, jj]).sum() / temperature)
+                                vals.append(v[n, :, ii, jj])
+                a = torch.softmax(torch.stack(logits), 0)
+                out[n, :, i, j] = (a[:, None] * torch.stack(vals)).sum(0)
+    return out
+
+
+def test_multi_reference_copy_matches_naive_reference_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 4, 6, 7, generator=g)
+    keys = [torch.randn(2, 4, 6, 7, generator=g) for _ in range(3)]
+    values = [torch.randn(2, 3, 6, 7, generator=g) for _ in range(3)]
+    for radius, temp in [(1, 1.0), (2, 0.4)]:
+        want = naive_multi_copy(q, keys, values, radius, temp)
+        got = multi_reference_copy(q, keys, values, radius=radius, temperature=temp)
+        assert torch.allclose(got, want, atol=1e-5), (radius, temp)
+        copy = LocalAttentionCopy(radius=radius, temperature=temp)
+        assert torch.allclose(copy.copy_from(q, keys, values), want, atol=1e-5)
+    # Large maps take the unfolded-window path.
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 3, 50, 50, generator=g)
+    keys = [torch.randn(1, 3, 50, 50, generator=g) for _ in range(2)]
+    values = [torch.rand(1, 2, 50, 50, generator=g) for _ in range(2)]
+    unfolded = multi_reference_copy(q, keys, values, radius=2, temperature=0.5)
+    monkeypatch.setattr(sparseseg_attention, "DENSE_MAX_PIXELS", 50 * 50)
+    dense = multi_reference_copy(q, keys, values, radius=2, temperature=0.5)
+    assert torch.allclose(unfolded, dense, atol=1e-5)
+
+
+def test_one_reference_is_the_plain_copy_and_a_duplicate_changes_nothing() -> None:
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(1, 5, 8, 8, generator=g), torch.randn(1, 5, 8, 8, generator=g)
+    v = torch.rand(1, 2, 8, 8, generator=g)
+    plain = LocalAttentionCopy(radius=2, temperature=0.3)(q, k, v)
+    assert torch.allclose(multi_reference_copy(q, [k], [v], radius=2, temperature=0.3), plain,
+                          atol=1e-6)
+    # The same reference twice halves every weight and gives the same copy.
+    assert torch.allclose(
+        multi_reference_copy(q, [k, k], [v, v], radius=2, temperature=0.3), plain, atol=1e-6
+    )
+
+
+def test_the_best_matching_reference_wins_under_sharp_attention() -> None:
+    feats = torch.nn.functional.normalize(torch.randn(1, 16, 9, 9), dim=1)
+    other = torch.nn.functional.normalize(torch.randn(1, 16, 9, 9), dim=1)
+    labels, noise = torch.rand(1, 2, 9, 9), torch.rand(1, 2, 9, 9)
+    out = multi_reference_copy(feats, [other, feats], [noise, labels], radius=2,
+                               temperature=0.005)
+    assert torch.allclose(out, labels, atol=1e-3)
+
+
+def test_multi_reference_copy_refuses_mismatched_lists() -> None:
+    q = torch.randn(1, 2, 4, 4)
+    with pytest.raises(ValueError, match="as many values as keys"):
+        multi_reference_copy(q, [q, q], [q], radius=1)
+    with pytest.raises(ValueError, match="at least one reference"):
+        multi_reference_copy(q, [], [], radius=1)

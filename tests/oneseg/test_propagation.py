@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from sparseseg import oneseg
-from sparseseg.io import read_label, read_volume
+from sparseseg.io import Volume, read_label, read_volume
 from sparseseg.metrics import dice
 from sparseseg.oneseg.cleanup import largest_component, verify_slice
-from sparseseg.oneseg.propagation import chain_propagate
+from sparseseg.oneseg.model import OneSegModel
+from sparseseg.oneseg.propagation import chain_propagate, oneseg_step
 
 
 def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
@@ -86,14 +88,20 @@ def test_verification_drops_pixels_that_look_like_the_surroundings() -> None:
     assert dice(kept, prev_mask) > 0.95
 
 
-def test_oneseg_propagate_on_phantom(
-    tiny_model: Path, phantom_folder: Path, tmp_path: Path
-) -> None:
-    image = read_volume(phantom_folder / "image.nii.gz")
-    truth = read_label(phantom_folder / "label.nii.gz").array
+def _liver_slice_annotation(folder: Path) -> tuple[Volume, np.ndarray, int, np.ndarray]:
+    """The phantom, its label, the liver's largest slice and that slice's annotation volume."""
+    image = read_volume(folder / "image.nii.gz")
+    truth = read_label(folder / "label.nii.gz").array
     k = int(np.argmax((truth == 1).sum(axis=(0, 1))))
     ann = np.zeros_like(truth)
     ann[:, :, k] = truth[:, :, k]
+    return image, truth, k, ann
+
+
+def test_oneseg_propagate_on_phantom(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path
+) -> None:
+    image, truth, k, ann = _liver_slice_annotation(phantom_folder)
     result = oneseg.propagate(
         model=tiny_model, image=image, annotation=ann, output=tmp_path / "out.nii.gz", device="cpu"
     )
@@ -108,11 +116,7 @@ def test_oneseg_propagate_on_phantom(
 
 @pytest.mark.parametrize("method", ["registration", "copy"])
 def test_baselines_need_no_model(phantom_folder: Path, method: str) -> None:
-    image = read_volume(phantom_folder / "image.nii.gz")
-    truth = read_label(phantom_folder / "label.nii.gz").array
-    k = int(np.argmax((truth == 1).sum(axis=(0, 1))))
-    ann = np.zeros_like(truth)
-    ann[:, :, k] = truth[:, :, k]
+    image, truth, k, ann = _liver_slice_annotation(phantom_folder)
     result = oneseg.propagate(image=image, annotation=ann, method=method)
     assert dice(result.array == 1, truth == 1) > 0.5
 
@@ -125,3 +129,41 @@ def test_largest_component_keeps_every_annotated_component() -> None:
     anchor[:, :, 2] = lab[:, :, 2]
     assert (largest_component(lab, anchor=anchor) == lab).all()
     assert (largest_component(lab) == 3).sum() == 9 * 6
+
+
+def test_anchor_copies_from_the_annotated_slice_when_the_chain_has_lost_the_label(
+    tiny_model: Path, phantom_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = read_volume(phantom_folder / "image.nii.gz").array
+    truth = read_label(phantom_folder / "label.nii.gz").array
+    k0 = int(np.argmax((truth == 1).sum(axis=(0, 1))))
+    model = OneSegModel.load(tiny_model)
+    # Hand-made features: slice k0 + 2 looks exactly like the annotated slice k0, the last
+    # propagated slice k0 + 1 like nothing in particular.
+    g = torch.Generator().manual_seed(0)
+    side = model.size // model.net.stride
+    feats = torch.nn.functional.normalize(torch.randn(image.shape[2], 16, side, side,
+                                                      generator=g), dim=1)
+    feats[k0 + 2] = feats[k0]
+    monkeypatch.setattr(model, "features", lambda slices: feats)
+    classes = np.array([0, 1])
+    liver = (truth[:, :, k0] == 1).astype(np.uint8)
+    lost = np.zeros_like(liver)  # the chain has lost the liver on slice k0 + 1
+    plain = oneseg_step(model, image, classes)(k0 + 1, k0 + 2, lost)
+    anchored = oneseg_step(model, image, classes, anchor=(k0, liver))(k0 + 1, k0 + 2, lost)
+    assert not plain.any()
+    assert dice(anchored == 1, liver == 1) > 0.9
+    # On the annotated slice's own step the anchor adds nothing: same result as without.
+    own = oneseg_step(model, image, classes, anchor=(k0, liver))(k0, k0 + 1, liver)
+    assert (own == oneseg_step(model, image, classes)(k0, k0 + 1, liver)).all()
+
+
+def test_propagate_without_anchor_is_the_papers_chain(
+    tiny_model: Path, phantom_folder: Path
+) -> None:
+    image, truth, k, ann = _liver_slice_annotation(phantom_folder)
+    model = OneSegModel.load(tiny_model)
+    classes = np.unique(ann).astype(np.int64)
+    want = chain_propagate(image.array, ann[:, :, k], k, oneseg_step(model, image.array, classes))
+    got = oneseg.propagate(model=model, image=image, annotation=ann, anchor=False, device="cpu")
+    assert (got.array == want).all()

@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         parents=[quiet_parent()],
         help="OneSeg end to end on generated phantoms (no downloads)",
-        description="Train OneSeg on generated unlabeled phantoms, select the slice to annotate "
-        "on a new phantom, propagate its label, and write volumes, overlay.png and metrics.",
+        description="Train OneSeg on generated unlabeled phantoms, ask which slice of a new "
+        "phantom to annotate, annotate the slice showing all four organs, propagate its "
+        "label, and write volumes, overlay.png and metrics.",
     )
     parser.add_argument(
         "-o", "--output", default="sparseseg-demo", help="output folder (default: ./sparseseg-demo)"
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print((result.folder / "metrics.txt").read_text(), end="")
-    print(f"slice annotated: {result.slice_index}; {result.seconds:.0f} s")
+    print(f"slice annotated: {result.slice_index} (every organ visible; OneSeg's screening "
+          f"suggested {result.suggested}); {result.seconds:.0f} s")
     print(
         f"outputs in {result.folder.resolve()}: image.nii.gz, annotation.nii.gz, "
         "propagated.nii.gz, truth.nii.gz, overlay.png, metrics.txt, model/"

@@ -173,6 +173,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep every 3D component, not just the largest per label",
     )
     prop.add_argument(
+        "--no-anchor",
+        dest="anchor",
+        action="store_false",
+        help="copy each slice from the last propagated slice only (the paper); by default "
+        "every step also copies from the annotated slice",
+    )
+    prop.add_argument(
         "--preview",
         default=None,
         metavar="PNG",
@@ -236,6 +243,7 @@ def run_propagate(args: argparse.Namespace) -> int:
         slice_index=args.slice_index,
         verify=args.verify,
         keep_largest=args.keep_largest,
+        anchor=args.anchor,
         method=args.method,
         device=args.device,
         progress=not args.quiet,
@@ -266,6 +274,7 @@ def run_propagate_batch(args: argparse.Namespace) -> int:
         output=args.output,
         verify=args.verify,
         keep_largest=args.keep_largest,
+        anchor=args.anchor,
         method=args.method,
         device=args.device,
         progress=not args.quiet,

@@ -250,6 +250,7 @@ def propagate(
     slice_index: int | None = None,
     verify: bool = False,
     keep_largest: bool = True,
+    anchor: bool = True,
     method: str = "oneseg",
     device: str = "auto",
     progress: bool = False,
@@ -266,6 +267,8 @@ def propagate(
         slice_index: Index of the annotated slice along the slice axis.
         verify: Sli2Vol's per-step verification clean-up.
         keep_largest: Keep the largest 3D component of each label.
+        anchor: OneSeg also copies from the annotated slice at every step (``False``: from
+            the last propagated slice only, as in the paper).
         method: ``oneseg``, or a training-free baseline: ``registration`` (chained demons)
             or ``copy``.
         device: Where to compute.
@@ -308,7 +311,8 @@ def propagate(
                 step = baseline_step(method, vol.array)
             else:
                 classes = np.unique(np.concatenate([[0], np.unique(labels)])).astype(np.int64)
-                step = oneseg_step(net, vol.array, classes)
+                step = oneseg_step(net, vol.array, classes,
+                                   anchor=(index, labels) if anchor else None)
             result = chain_propagate(vol.array, labels, index, step, verify=verify,
                                      keep_largest=keep_largest, progress=tick)
     out = vol.with_array(result)
@@ -346,6 +350,7 @@ def propagate_batch(
     output: PathLike,
     verify: bool = False,
     keep_largest: bool = True,
+    anchor: bool = True,
     method: str = "oneseg",
     device: str = "auto",
     num_parts: int = 1,
@@ -368,6 +373,7 @@ def propagate_batch(
         output: Output folder (created) receiving ``CASE.nii.gz``.
         verify: Sli2Vol's per-step verification clean-up.
         keep_largest: Keep the largest 3D component of each label.
+        anchor: OneSeg also copies from the annotated slice at every step.
         method: ``oneseg``, ``registration`` or ``copy``.
         device: Where to compute.
         num_parts: Split the cases (sorted by name) into this many parts.
@@ -413,7 +419,8 @@ def propagate_batch(
             names = ", ".join(p.name for p in found)
             raise InputError(f"several annotations for case {case.name}: {names}", annotations)
         return propagate(model=net, image=case.image, annotation=found[0], verify=verify,
-                         keep_largest=keep_largest, method=method, device=device)
+                         keep_largest=keep_largest, anchor=anchor, method=method,
+                         device=device)
 
     def save(result: Volume, target: Path) -> None:
         write_volume(target, result.array, result)

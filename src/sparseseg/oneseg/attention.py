@@ -5,6 +5,11 @@ reference pixels ``j`` in a ``P x P`` window around ``i``; the output is
 ``sum_j A_ij * v_j``. The same module copies intensities in training and one-hot labels at test.
 Window offsets that fall outside the image get ``-inf`` (they take no weight), not zero padding.
 
+Several references can be copied from at once (:func:`multi_reference_copy`): the softmax then
+runs over the windows of all of them together, so each target pixel takes its value from
+whichever reference pixels match it best. Propagation uses this to copy from the last
+propagated slice and from the annotated slice itself.
+
 Two vectorised implementations give the same result. For small feature maps (up to
 :data:`DENSE_MAX_PIXELS` pixels) all pairwise dot products are one batched matrix product and
 pixels outside the window are masked with ``-inf``; on a CPU that is several times faster than
@@ -13,6 +18,8 @@ with the window instead of with the square of the image.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +75,19 @@ def _window_valid(h: int, w: int, radius: int, device: torch.device) -> torch.Te
     return F.unfold(ones, 2 * radius + 1, padding=radius) > 0.5
 
 
+def _window_logits(
+    query: torch.Tensor, key: torch.Tensor, *, radius: int, temperature: float
+) -> torch.Tensor:
+    """``(B, P*P, H*W)`` scaled dot products over each target pixel's reference window,
+    ``-inf`` where the window leaves the image."""
+    b, c, h, w = query.shape
+    p2 = (2 * radius + 1) ** 2
+    k = F.unfold(key, 2 * radius + 1, padding=radius).view(b, c, p2, h * w)
+    logits = torch.einsum("bcn,bcpn->bpn", query.reshape(b, c, h * w), k) / temperature
+    valid = _window_valid(h, w, radius, query.device)
+    return logits.masked_fill(~valid, float("-inf"))
+
+
 def local_attention_weights(
     query: torch.Tensor, key: torch.Tensor, *, radius: int, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -82,12 +102,7 @@ def local_attention_weights(
     Returns:
         ``(B, P*P, H*W)`` weights summing to 1 over the window axis.
     """
-    b, c, h, w = query.shape
-    p2 = (2 * radius + 1) ** 2
-    k = F.unfold(key, 2 * radius + 1, padding=radius).view(b, c, p2, h * w)
-    logits = torch.einsum("bcn,bcpn->bpn", query.reshape(b, c, h * w), k) / temperature
-    valid = _window_valid(h, w, radius, query.device)
-    logits = logits.masked_fill(~valid, float("-inf"))
+    logits = _window_logits(query, key, radius=radius, temperature=temperature)
     return torch.softmax(logits, dim=1)
 
 
@@ -97,6 +112,53 @@ def soft_copy(weights: torch.Tensor, values: torch.Tensor, *, radius: int) -> to
     p2 = (2 * radius + 1) ** 2
     v = F.unfold(values, 2 * radius + 1, padding=radius).view(b, d, p2, h * w)
     return torch.einsum("bpn,bdpn->bdn", weights, v).view(b, d, h, w)
+
+
+def multi_reference_copy(
+    query: torch.Tensor,
+    keys: Sequence[torch.Tensor],
+    values: Sequence[torch.Tensor],
+    *,
+    radius: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Copy from several references with one softmax over all their windows.
+
+    With one reference this is the plain local attention copy. With several, every target
+    pixel weighs the ``P x P`` windows of all references together, so the output is one convex
+    combination of all reference values.
+
+    Args:
+        query: Target features ``(B, C, H, W)``.
+        keys: Reference features, each ``(B, C, H, W)``.
+        values: Reference values, each ``(B, D, H, W)``, in the order of ``keys``.
+        radius: Window radius.
+        temperature: Softmax temperature.
+
+    Returns:
+        ``(B, D, H, W)``.
+    """
+    if len(keys) != len(values) or not keys:
+        raise ValueError("need as many values as keys, and at least one reference")
+    b, c, h, w = query.shape
+    n, m = h * w, len(keys)
+    d = values[0].shape[1]
+    if n <= DENSE_MAX_PIXELS:
+        q = query.reshape(b, c, n).transpose(1, 2)
+        mask = _window_mask(h, w, radius, query.device)
+        logits = torch.cat(
+            [(torch.bmm(q, k.reshape(b, c, n)) / temperature).masked_fill(~mask, float("-inf"))
+             for k in keys],
+            dim=2,
+        )  # (B, target, M * reference)
+        weights = torch.softmax(logits, dim=2)
+        v = torch.cat([v.reshape(b, d, n) for v in values], dim=2)  # (B, D, M * reference)
+        return torch.bmm(v, weights.transpose(1, 2)).view(b, d, h, w)
+    logits = torch.cat(
+        [_window_logits(query, k, radius=radius, temperature=temperature) for k in keys], dim=1
+    )  # (B, M * P*P, H*W)
+    weights = torch.softmax(logits, dim=1).chunk(m, dim=1)
+    return sum(soft_copy(wt, v, radius=radius) for wt, v in zip(weights, values, strict=True))
 
 
 class LocalAttentionCopy(nn.Module):
@@ -127,3 +189,16 @@ class LocalAttentionCopy(nn.Module):
             query, key, radius=self.radius, temperature=self.temperature
         )
         return soft_copy(weights, values, radius=self.radius)
+
+    def copy_from(
+        self,
+        query: torch.Tensor,
+        keys: Sequence[torch.Tensor],
+        values: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        """Copy from several references at once (:func:`multi_reference_copy`)."""
+        if len(keys) == 1 and len(values) == 1:
+            return self(query, keys[0], values[0])
+        return multi_reference_copy(
+            query, keys, values, radius=self.radius, temperature=self.temperature
+        )
