@@ -134,9 +134,8 @@ def test_largest_component_keeps_every_annotated_component() -> None:
 def test_anchor_copies_from_the_annotated_slice_when_the_chain_has_lost_the_label(
     tiny_model: Path, phantom_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image = read_volume(phantom_folder / "image.nii.gz").array
-    truth = read_label(phantom_folder / "label.nii.gz").array
-    k0 = int(np.argmax((truth == 1).sum(axis=(0, 1))))
+    volume, truth, k0, _ = _liver_slice_annotation(phantom_folder)
+    image = volume.array
     model = OneSegModel.load(tiny_model)
     # Hand-made features: slice k0 + 2 looks exactly like the annotated slice k0, the last
     # propagated slice k0 + 1 like nothing in particular.

@@ -40,6 +40,29 @@ def _window_mask(h: int, w: int, radius: int, device: torch.device) -> torch.Ten
     )
 
 
+def _dense_copy(
+    query: torch.Tensor,
+    keys: Sequence[torch.Tensor],
+    values: Sequence[torch.Tensor],
+    *,
+    radius: int,
+    temperature: float,
+) -> torch.Tensor:
+    """All pairwise dot products with every reference, masked to the windows, one softmax."""
+    b, c, h, w = query.shape
+    n, d = h * w, values[0].shape[1]
+    q = query.reshape(b, c, n).transpose(1, 2)
+    outside = ~_window_mask(h, w, radius, query.device)
+    logits = torch.cat(
+        [(torch.bmm(q, k.reshape(b, c, n)) / temperature).masked_fill(outside, float("-inf"))
+         for k in keys],
+        dim=2,
+    )  # (B, target, M * reference)
+    weights = torch.softmax(logits, dim=2)
+    v = torch.cat([v.reshape(b, d, n) for v in values], dim=2)  # (B, D, M * reference)
+    return torch.bmm(v, weights.transpose(1, 2)).view(b, d, h, w)
+
+
 def dense_local_copy(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -60,13 +83,7 @@ def dense_local_copy(
     Returns:
         ``(B, D, H, W)``.
     """
-    b, c, h, w = query.shape
-    logits = torch.bmm(query.reshape(b, c, h * w).transpose(1, 2), key.reshape(b, c, h * w))
-    logits = logits / temperature
-    logits = logits.masked_fill(~_window_mask(h, w, radius, query.device), float("-inf"))
-    weights = torch.softmax(logits, dim=2)  # (B, target, reference)
-    out = torch.bmm(values.reshape(b, values.shape[1], h * w), weights.transpose(1, 2))
-    return out.view(b, values.shape[1], h, w)
+    return _dense_copy(query, [key], [values], radius=radius, temperature=temperature)
 
 
 def _window_valid(h: int, w: int, radius: int, device: torch.device) -> torch.Tensor:
@@ -140,24 +157,13 @@ def multi_reference_copy(
     """
     if len(keys) != len(values) or not keys:
         raise ValueError("need as many values as keys, and at least one reference")
-    b, c, h, w = query.shape
-    n, m = h * w, len(keys)
-    d = values[0].shape[1]
-    if n <= DENSE_MAX_PIXELS:
-        q = query.reshape(b, c, n).transpose(1, 2)
-        mask = _window_mask(h, w, radius, query.device)
-        logits = torch.cat(
-            [(torch.bmm(q, k.reshape(b, c, n)) / temperature).masked_fill(~mask, float("-inf"))
-             for k in keys],
-            dim=2,
-        )  # (B, target, M * reference)
-        weights = torch.softmax(logits, dim=2)
-        v = torch.cat([v.reshape(b, d, n) for v in values], dim=2)  # (B, D, M * reference)
-        return torch.bmm(v, weights.transpose(1, 2)).view(b, d, h, w)
+    h, w = query.shape[-2:]
+    if h * w <= DENSE_MAX_PIXELS:
+        return _dense_copy(query, keys, values, radius=radius, temperature=temperature)
     logits = torch.cat(
         [_window_logits(query, k, radius=radius, temperature=temperature) for k in keys], dim=1
     )  # (B, M * P*P, H*W)
-    weights = torch.softmax(logits, dim=1).chunk(m, dim=1)
+    weights = torch.softmax(logits, dim=1).chunk(len(keys), dim=1)
     return sum(soft_copy(wt, v, radius=radius) for wt, v in zip(weights, values, strict=True))
 
 
@@ -180,15 +186,7 @@ class LocalAttentionCopy(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Copy ``values`` (on the reference grid) onto the target grid."""
-        h, w = query.shape[-2:]
-        if h * w <= DENSE_MAX_PIXELS:
-            return dense_local_copy(
-                query, key, values, radius=self.radius, temperature=self.temperature
-            )
-        weights = local_attention_weights(
-            query, key, radius=self.radius, temperature=self.temperature
-        )
-        return soft_copy(weights, values, radius=self.radius)
+        return self.copy_from(query, [key], [values])
 
     def copy_from(
         self,
@@ -197,8 +195,6 @@ class LocalAttentionCopy(nn.Module):
         values: Sequence[torch.Tensor],
     ) -> torch.Tensor:
         """Copy from several references at once (:func:`multi_reference_copy`)."""
-        if len(keys) == 1 and len(values) == 1:
-            return self(query, keys[0], values[0])
         return multi_reference_copy(
             query, keys, values, radius=self.radius, temperature=self.temperature
         )
