@@ -268,6 +268,23 @@ def test_stale_locks_are_taken_over(tmp_path: Path, owner: str, stale: bool) -> 
         assert lock.exists()
 
 
+def test_continue_clears_the_stale_lock_of_a_written_case(tmp_path: Path) -> None:
+    # A worker killed after renaming its output into place but before unlocking.
+    (tmp_path / "a.nii.gz").write_text("result a")
+    _fake_lock(tmp_path / "a.nii.gz", pid=_dead_pid())
+    # A live worker that has just written its output and not yet unlocked.
+    (tmp_path / "b.nii.gz").write_text("result b")
+    live = CaseLock(tmp_path / "b.nii.gz")
+    assert live.acquire()
+    report = run_batch(_cases(["a", "b"]), output=tmp_path, work=lambda c: "new",
+                       save=_text_save, skip_existing=True)
+    assert report.skipped == ["a", "b"] and report.done == []
+    assert (tmp_path / "a.nii.gz").read_text() == "result a"
+    assert _leftovers(tmp_path) == ["b.nii.gz.lock"]  # the live owner's lock is untouched
+    live.release()
+    assert _leftovers(tmp_path) == []
+
+
 def test_heartbeat_keeps_a_long_case_locked(tmp_path: Path) -> None:
     ages: list[float] = []
 

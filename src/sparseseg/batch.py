@@ -11,7 +11,8 @@ result and a ``save`` function writing it. :func:`run_batch` then
 * writes ``OUTPUT/CASE.nii.gz`` (nnU-Net's naming) through ``save``, which must write atomically
   (temporary file, then rename: :func:`sparseseg.io.atomic_path`), so an output file is either
   complete or absent;
-* with ``skip_existing`` (``--continue``), skips cases whose output file already exists;
+* with ``skip_existing`` (``--continue``), skips cases whose output file already exists
+  (and removes the stale lock a worker killed just after writing it left);
 * claims each case with a lock file ``OUTPUT/CASE.nii.gz.lock`` before computing it (see
   :class:`CaseLock`), so that workers sharing an output folder split the cases instead of
   each doing all of them;
@@ -558,11 +559,15 @@ def _visit(
 ) -> bool:
     """Deal with one case; ``False`` when another worker holds its lock."""
     target = output_path(output, case.name)
+    lock = CaseLock(target, stale_after=stale_after)
     if skip_existing and target.exists():
+        # A worker killed between writing the output and removing its lock leaves a stale
+        # lock beside a complete output: clear it (a live owner's lock is left alone).
+        if lock.path.exists() and lock.acquire():
+            lock.release()
         (report.elsewhere if waited else report.skipped).append(case.name)
         report.outputs[case.name] = target
         return True
-    lock = CaseLock(target, stale_after=stale_after)
     if not lock.acquire():
         return False
     beat.lock = lock
