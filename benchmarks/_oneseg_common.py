@@ -44,9 +44,12 @@ def add_training_options(parser: argparse.ArgumentParser, *, max_time: float, ep
                         help="training samples per epoch (steps = this / batch size 8)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--stages", type=int, default=2, help="ResNet-18 stages kept (2-4)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--temperature", type=float, default=0.05, help="training temperature")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="training arithmetic (auto: bf16 on CPUs with AMX)")
     parser.add_argument("--no-cycle", dest="cycle", action="store_false",
                         help="train without cycle consistency (ablation)")
     parser.add_argument("--no-scheduled-sampling", dest="scheduled_sampling",
@@ -63,10 +66,11 @@ def train_configs(args: argparse.Namespace, **variant: object
     """
     variant = {"cycle": args.cycle, "scheduled_sampling": args.scheduled_sampling, **variant}
     net_keys = {"bottleneck"}
-    network = NetworkConfig(width=args.width, temperature=args.temperature,
+    network = NetworkConfig(width=args.width, stages=args.stages, temperature=args.temperature,
                             **{k: v for k, v in variant.items() if k in net_keys})
     training = TrainConfig(epochs=args.epochs, max_time=args.max_time or None, size=args.size,
                            seed=args.seed, lr=args.lr, pairs_per_epoch=args.pairs_per_epoch,
+                           precision=args.precision,
                            **{k: v for k, v in variant.items() if k not in net_keys})
     return network, training
 

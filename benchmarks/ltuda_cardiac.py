@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="strong CutMix views per batch in cda/ltuda (paper: 2)")
     parser.add_argument("--ema", type=float, default=0.999,
                         help="mean teacher's final EMA decay in cda/ltuda (paper: 0.999)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="training arithmetic (auto: bf16 on CPUs with AMX)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     parser.add_argument("--jobs", type=int, default=2,
                         help="runs trained at once, each in its own process (default 2: two "
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     minutes=args.minutes, size=args.size, base_channels=args.base_channels,
                     seed=args.seed, csv_path=csv_path, loss=args.loss,
                     strong_views=args.strong_views, jobs=args.jobs, threads=args.threads,
-                    ema=args.ema)
+                    ema=args.ema, precision=args.precision)
         png = prediction_figure(out / "ltuda_cardiac.png", test[0], wanted, work)
     print(f"wrote {csv_path} and {png}")
     return 0

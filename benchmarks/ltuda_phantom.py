@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strong-views", type=int, default=2)
     parser.add_argument("--ema", type=float, default=0.999,
                         help="mean teacher's final EMA decay in cda/ltuda (paper: 0.999)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="training arithmetic (auto: bf16 on CPUs with AMX)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (1 thread each)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                     minutes=args.minutes, size=args.size, base_channels=args.base_channels,
                     seed=args.seed, csv_path=Path(args.csv), loss=args.loss,
                     components={"kidney": 2}, strong_views=args.strong_views,
-                    jobs=args.jobs, threads=args.threads, ema=args.ema)
+                    jobs=args.jobs, threads=args.threads, ema=args.ema,
+                    precision=args.precision)
     return 0
 
 

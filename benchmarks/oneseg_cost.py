@@ -8,7 +8,8 @@ per method).
 
 Training throughput: a short timed training of each trainer on generated phantoms, with the
 default settings (OneSeg: batches of 8 slice triples at 128 x 128, default network; LTUDA:
-batches of 4 slices at 128 x 128, base width 16), ``--train-steps`` steps after 2 warm-up steps.
+batches of 4 slices at 128 x 128, base width 16), ``--train-steps`` steps after 2 warm-up steps,
+in float32 and in bf16 mixed precision (``--train-precisions``; bf16 skipped where missing).
 A OneSeg sample is a (previous, reference, target) triple, so 3 slices; an LTUDA sample is one
 slice (``ltuda`` also forwards two strongly augmented views of it and a teacher pass). Writes
 ``training_throughput.csv``.
@@ -70,7 +71,7 @@ def write_case(folder: Path, shape: tuple[int, int, int]) -> None:
     write_volume(folder / "ann.nii.gz", ann, ref)
 
 
-def oneseg_throughput(steps: int, size: int, seed: int) -> dict:
+def oneseg_throughput(steps: int, size: int, seed: int, precision: str) -> dict:
     """Time ``steps`` OneSeg training steps (after 2 warm-up steps) on three phantoms."""
     import torch
 
@@ -83,19 +84,21 @@ def oneseg_throughput(steps: int, size: int, seed: int) -> dict:
                                 size=size) for i in range(3)]
     warm = 2
     config = TrainConfig(epochs=1, pairs_per_epoch=8 * (steps + warm), batch_size=8, size=size,
-                         seed=seed)
+                         seed=seed, precision=precision)
     trainer = OneSegTrainer(volumes, network=NetworkConfig(), config=config,
                             device=torch.device("cpu"))
     stamps: list[float] = []
     trainer.fit(lambda state: stamps.append(time.monotonic()))
     seconds = stamps[-1] - stamps[warm - 1]
     n = len(stamps) - warm
-    return {"trainer": "oneseg", "method": "oneseg", "batch": 8, "slices_per_sample": 3,
+    return {"trainer": "oneseg", "method": "oneseg", "precision": precision, "batch": 8,
+            "slices_per_sample": 3,
             "steps": n, "seconds": seconds, "steps_per_s": n / seconds,
             "slices_per_s": n * 8 * 3 / seconds}
 
 
-def ltuda_throughput(steps: int, size: int, seed: int, folder: Path) -> list[dict]:
+def ltuda_throughput(steps: int, size: int, seed: int, folder: Path,
+                     precision: str) -> list[dict]:
     """Time ``steps`` LTUDA training steps per method (after 2 warm-up steps) on phantoms."""
     import torch
 
@@ -116,7 +119,8 @@ def ltuda_throughput(steps: int, size: int, seed: int, folder: Path) -> list[dic
         torch.manual_seed(seed)
         model = LTUDAModel(n_organs=len(organs), base_channels=16, depth=default_depth(size))
         # No warm-up: its steps are partial-label steps, which would time cda/ltuda as partial.
-        settings = TrainSettings(method=method, batch_size=4, seed=seed, warmup_fraction=0.0)
+        settings = TrainSettings(method=method, batch_size=4, seed=seed, warmup_fraction=0.0,
+                                 precision=precision)
         trainer = Trainer(model, cases, [], settings, torch.device("cpu"))
         if stage == 2:
             trainer.start_stage2()
@@ -128,7 +132,8 @@ def ltuda_throughput(steps: int, size: int, seed: int, folder: Path) -> list[dic
             trainer.train_step()
         seconds = time.monotonic() - start
         name = method if method == "partial" else f"ltuda stage {stage}"
-        rows.append({"trainer": "ltuda", "method": name, "batch": 4, "slices_per_sample": 1,
+        rows.append({"trainer": "ltuda", "method": name, "precision": precision,
+                     "batch": 4, "slices_per_sample": 1,
                      "steps": steps, "seconds": seconds, "steps_per_s": steps / seconds,
                      "slices_per_s": steps * 4 / seconds})
     return rows
@@ -146,6 +151,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=20,
                         help="timed training steps per trainer (0: skip training throughput)")
     parser.add_argument("--train-size", type=int, default=128, help="training slice size")
+    parser.add_argument("--train-precisions", default="fp32,bf16",
+                        help="precisions timed (bf16 is skipped where the CPU lacks it)")
     args = parser.parse_args()
     from sparseseg.oneseg.model import OneSegModel
     from sparseseg.oneseg.network import OneSegNet
@@ -186,15 +193,29 @@ def main() -> None:
     if args.train_steps > 0:
         import torch
 
+        from sparseseg.errors import SparsesegError
+        from sparseseg.precision import resolve_precision
+
         torch.set_num_threads(args.threads)
+        precisions = []
+        for name in args.train_precisions.split(","):
+            try:
+                resolve_precision(name, torch.device("cpu"))
+                precisions.append(name)
+            except SparsesegError as exc:
+                print(f"skipping {name}: {exc}")
+        train_rows = []
         with tempfile.TemporaryDirectory() as tmp:
-            train_rows = [oneseg_throughput(args.train_steps, args.train_size, 0),
-                          *ltuda_throughput(args.train_steps, args.train_size, 0, Path(tmp))]
+            for name in precisions:
+                train_rows += [oneseg_throughput(args.train_steps, args.train_size, 0, name),
+                               *ltuda_throughput(args.train_steps, args.train_size, 0,
+                                                 Path(tmp) / name, name)]
         print(f"\ntraining throughput ({args.threads} threads, size {args.train_size}, "
               f"{args.train_steps} timed steps)")
-        print(f"{'trainer':<8} {'method':<15} {'batch':>5} {'steps/s':>8} {'slices/s':>9}")
+        print(f"{'trainer':<8} {'method':<15} {'precision':<9} {'batch':>5} {'steps/s':>8} "
+              f"{'slices/s':>9}")
         for r in train_rows:
-            print(f"{r['trainer']:<8} {r['method']:<15} {r['batch']:>5} "
+            print(f"{r['trainer']:<8} {r['method']:<15} {r['precision']:<9} {r['batch']:>5} "
                   f"{r['steps_per_s']:8.2f} {r['slices_per_s']:9.1f}")
         with open(out / "training_throughput.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(train_rows[0]))

@@ -2,9 +2,11 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from sparseseg import precision
 from sparseseg.ltuda import DatasetSpec, train
 from sparseseg.ltuda import trainer as trainer_module
 from sparseseg.ltuda.classify import organs_to_classes
@@ -199,3 +201,21 @@ def test_strong_views_set_the_student_passes(phantom_sets):
         trainer.model.unet.register_forward_hook(lambda *_, seen=passes: seen.append(1))
         trainer.train_step()
         assert len(passes) == 1 + n_strong  # weak view + each strong view
+
+
+def test_bf16_steps_train_float32_weights_in_both_stages(phantom_sets):
+    if not precision._cpu_bf16():
+        pytest.skip("no bfloat16 on this CPU")
+    trainer = _trainer(phantom_sets, method="ltuda", precision="bf16", warmup_fraction=0.0)
+    assert trainer.autocast_dtype == torch.bfloat16
+    before = [p.detach().clone() for p in trainer.model.unet.parameters()]
+    terms = [trainer.train_step() for _ in range(2)]
+    trainer.start_stage2()
+    terms.append(trainer.train_step())
+    assert all(np.isfinite(list(t.values())).all() for t in terms)
+    assert {"sup", "cda", "proto", "total"} <= set(terms[-1])
+    params = list(trainer.model.parameters())
+    assert all(p.dtype == torch.float32 for p in params)
+    assert any(not torch.equal(a, b)
+               for a, b in zip(before, trainer.model.unet.parameters(), strict=True))
+    assert trainer.model.proto_unlabeled.prototypes.dtype == torch.float32

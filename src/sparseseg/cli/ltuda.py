@@ -8,6 +8,7 @@ from sparseseg.cli.batch import add_batch_options, batch_options, run_batch_comm
 from sparseseg.cli.common import (
     add_checkpoint_options,
     add_device_option,
+    add_precision_option,
     add_seed_option,
     quiet_parent,
 )
@@ -87,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_options(train)
     add_device_option(train)
+    add_precision_option(train)
     add_seed_option(train)
     train.set_defaults(func=_train)
 
@@ -130,6 +132,7 @@ def _train(args: argparse.Namespace) -> int:
         loss=args.loss,
         max_time=args.max_time,
         device=args.device,
+        precision=args.precision,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,

@@ -15,6 +15,7 @@ from sparseseg.cli.batch import (
 from sparseseg.cli.common import (
     add_checkpoint_options,
     add_device_option,
+    add_precision_option,
     add_seed_option,
     quiet_parent,
 )
@@ -103,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_options(train)
     add_device_option(train)
+    add_precision_option(train)
     add_seed_option(train)
     train.set_defaults(func=run_train)
 
@@ -210,6 +212,7 @@ def run_train(args: argparse.Namespace) -> int:
         cycle=args.cycle,
         batch_size=args.batch_size,
         pairs_per_epoch=args.pairs_per_epoch,
+        precision=args.precision,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         progress=not args.quiet,

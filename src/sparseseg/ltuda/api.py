@@ -50,6 +50,7 @@ def train(
     strong_views: int = 2,
     proto_pixels: int = 2048,
     ema: float = 0.999,
+    precision: str = "auto",
     checkpoint_every: float | None = 5.0,
     resume: bool = False,
 ) -> Path:
@@ -92,6 +93,8 @@ def train(
             and updates use, drawn at random (``0``: every pixel, as in the paper).
         ema: Final decay of the mean teacher's exponential moving average (paper: 0.999;
             smaller follows the student faster, for short runs).
+        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`sparseseg.precision`; ``auto``:
+            bf16 mixed precision on GPUs that have it and on CPUs with AMX, fp32 elsewhere).
         checkpoint_every: Minutes of training between resumable checkpoints
             (``output/resume.safetensors``, also written at the end); ``0`` or ``None``: none.
         resume: Continue from ``output/resume.safetensors`` when it exists (the settings and
@@ -114,6 +117,7 @@ def train(
     from sparseseg.ltuda.model import LTUDAModel
     from sparseseg.ltuda.network import default_depth
     from sparseseg.ltuda.trainer import METHODS, TEACHER, Trainer, TrainSettings
+    from sparseseg.precision import precision_name, resolve_precision
     from sparseseg.runstate import RESUME_NAME, prepare_checkpoint
 
     if method not in METHODS:
@@ -140,6 +144,7 @@ def train(
     if unknown:
         raise SparsesegError(f"components given for unknown organ(s): {sorted(unknown)}")
     dev = resolve_device(device)
+    amp = resolve_precision(precision, dev)  # refuses bf16 where it is missing, early
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise InputError("exists and is not a folder", output)
@@ -160,7 +165,8 @@ def train(
         settings = TrainSettings(method=method, epochs=int(epochs), max_time=max_time,
                                  batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
                                  dice=loss == "bce+dice", n_strong=int(strong_views),
-                                 proto_pixels=int(proto_pixels), ema=float(ema))
+                                 proto_pixels=int(proto_pixels), ema=float(ema),
+                                 precision=precision)
         trainer = Trainer(model, train_cases, val_cases, settings, dev, dist=dist)
         if dist.is_main:
             output.mkdir(parents=True, exist_ok=True)
@@ -180,6 +186,7 @@ def train(
             "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
                          "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
                          "strong_views": strong_views, "proto_pixels": proto_pixels, "ema": ema,
+                         "precision": precision, "precision_used": precision_name(amp),
                          "val_fraction": val_fraction,
                          "val_cases": [c.name for c in val_cases]},
         }

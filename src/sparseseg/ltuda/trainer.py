@@ -66,6 +66,7 @@ from sparseseg.ltuda.model import CLASSIFIERS, LTUDAModel
 from sparseseg.ltuda.prototypes import prototype_loss
 from sparseseg.ltuda.pseudo import merge_pseudo_labels
 from sparseseg.ltuda.teacher import ema_decay, update_teacher
+from sparseseg.precision import autocast, resolve_precision
 from sparseseg.runstate import (
     RunCheckpoint,
     RunClock,
@@ -105,6 +106,7 @@ class TrainSettings:
     warmup_fraction: float = 0.3
     seed: int = 0
     dice: bool = False
+    precision: str = "auto"  # fp32, bf16 or auto (sparseseg.precision)
     extra: dict = field(default_factory=dict)
 
 
@@ -254,6 +256,7 @@ class Trainer:
         self.rng = np.random.default_rng(sample_seed)
         self.generator = torch.Generator().manual_seed(sample_seed)
         self.sampler = SliceSampler(train_cases, settings.batch_size, self.rng)
+        self.autocast_dtype = resolve_precision(settings.precision, device)
         self.teacher: nn.Module | None = None
         if settings.method != "partial":
             self.teacher = copy.deepcopy(self.model.unet).eval()
@@ -294,6 +297,12 @@ class Trainer:
         """EMA of the student's weights and batch-norm statistics (:mod:`.teacher`)."""
         update_teacher(self.teacher, self.model.unet, ema_decay(self.step - 1, self.settings.ema))
 
+    def _forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A U-Net pass under the run's precision; logits and features back in float32."""
+        with autocast(self.device, self.autocast_dtype):
+            logits, features = net(x)
+        return logits.float(), features.float()
+
     def loss(self, x: torch.Tensor, y: torch.Tensor,
              m: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of a batch and its terms (stage 2 also moves the prototypes)."""
@@ -301,7 +310,7 @@ class Trainer:
         theta = weak_params(x.shape[0], generator=g)
         xw, yw = apply_affine(theta, x, y)
         model.train()
-        logits_w, _ = model(xw)
+        logits_w, _ = self._forward(model, xw)
         dice = self.settings.dice
         loss_sup = supervised_loss(logits_w, yw, m, dice=dice)
         terms = {"sup": loss_sup.item()}
@@ -310,14 +319,15 @@ class Trainer:
             terms["cda"] = 0.0
         elif self.settings.method != "partial":
             with torch.no_grad():
-                pseudo = merge_pseudo_labels(torch.sigmoid(self.teacher(xw)[0]), yw, m)
+                teacher_logits, _ = self._forward(self.teacher, xw)
+                pseudo = merge_pseudo_labels(torch.sigmoid(teacher_logits), yw, m)
             loss_cda = loss.new_zeros(())
             loss_proto = loss.new_zeros(())
             for _ in range(self.settings.n_strong):
                 xs = apply_intensity(intensity_params(x.shape[0], g), xw, g)
                 params = cutmix_params(x.shape[0], *x.shape[-2:], generator=g)
                 xs, ps, ys, ms = apply_cutmix(params, xs, pseudo, yw, m)
-                logits_s, features = model(xs)
+                logits_s, features = self._forward(model, xs)
                 loss_cda = loss_cda + supervised_loss(logits_s, ps, torch.ones_like(ps),
                                                       dice=dice)
                 loss_cda = loss_cda + supervised_loss(logits_s, ys, ms, dice=dice)

@@ -33,6 +33,7 @@ from sparseseg.oneseg.preprocess import volume_to_slices
 from sparseseg.oneseg.propagation import chain_propagate, oneseg_step
 from sparseseg.oneseg.screening import most_representative
 from sparseseg.oneseg.training import OneSegTrainer, TrainConfig, TrainState
+from sparseseg.precision import precision_name, resolve_precision
 from sparseseg.viz import check_png_path, preview_figure, write_png
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def train(
     cycle: bool = True,
     batch_size: int = 8,
     pairs_per_epoch: int = 1600,
+    precision: str = "auto",
     network: NetworkConfig | None = None,
     training: TrainConfig | None = None,
     checkpoint_every: float | None = 5.0,
@@ -96,6 +98,8 @@ def train(
         cycle: Use cycle consistency (ablation: False).
         batch_size: Samples per step and process.
         pairs_per_epoch: Training samples per epoch (all processes together).
+        precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`sparseseg.precision`; ``auto``:
+            bf16 mixed precision on GPUs that have it and on CPUs with AMX, fp32 elsewhere).
         network: Full network settings (overrides ``bottleneck``).
         training: Full training settings (overrides the simple arguments above).
         checkpoint_every: Minutes of training between resumable checkpoints
@@ -129,7 +133,9 @@ def train(
         cycle=cycle,
         batch_size=batch_size,
         pairs_per_epoch=pairs_per_epoch,
+        precision=precision,
     )
+    amp = resolve_precision(cfg.precision, dev)  # refuses bf16 where it is missing, early
     if cfg.pairs not in ("screened", "random"):
         raise InputError(f"unknown pair mode {cfg.pairs!r} (screened or random)")
     for name, value, low in (("epochs", cfg.epochs, 0), ("batch_size", cfg.batch_size, 1),
@@ -153,10 +159,11 @@ def train(
         if not volumes:
             raise InputError("no volume with at least 2 slices to train on", Path(str(images)))
         log.info(
-            "training OneSeg on %d volumes (%d slices) on %s%s",
+            "training OneSeg on %d volumes (%d slices) on %s, %s%s",
             len(volumes),
             sum(len(v) for v in volumes),
             dev,
+            precision_name(amp),
             f" x {dist.world_size} processes" if dist.enabled else "",
         )
         trainer = OneSegTrainer(volumes, network=net_cfg, config=cfg, device=dev, dist=dist)

@@ -79,7 +79,9 @@ class OneSegNet(nn.Module):
         L2 normalisation makes a pixel most similar to itself, so a sharp softmax copies
         rather than blurs; raw dot products favour whichever neighbour has the largest norm.
         """
-        return F.normalize(self.encoder(self.bottleneck(x)), dim=1)
+        # float(): under bf16 autocast the encoder's output is bf16; normalised features (and
+        # the attention built on them) stay float32, whose fine similarities the copy needs.
+        return F.normalize(self.encoder(self.bottleneck(x)).float(), dim=1)
 
     @torch.no_grad()
     def embed_slices(self, slices: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:

@@ -41,6 +41,7 @@ from sparseseg.oneseg.screening import (
     representative_set,
     screened_pairs,
 )
+from sparseseg.precision import autocast, precision_name, resolve_precision
 from sparseseg.runstate import (
     RunCheckpoint,
     RunClock,
@@ -82,6 +83,9 @@ class TrainConfig:
         cycle_weight: Weight of the cycle loss (forward gets ``1 - cycle_weight``).
         max_time: Stop after this many minutes (``None``: no limit).
         seed: Random seed.
+        precision: ``auto``, ``fp32`` or ``bf16`` (mixed precision; see
+            :mod:`sparseseg.precision`). ``auto`` uses bf16 on GPUs that have it and CPUs with
+            AMX, where it trains about 3x faster.
     """
 
     epochs: int = 6
@@ -100,6 +104,7 @@ class TrainConfig:
     cycle_weight: float = 0.1
     max_time: float | None = None
     seed: int = 0
+    precision: str = "auto"
 
 
 @dataclass
@@ -156,6 +161,7 @@ def reconstruction_loss(
     ss_weight: float | None,
     cycle_weight: float | None,
     generator: torch.Generator | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """OneSeg's training loss for a batch of (previous, reference, target) slices.
 
@@ -167,12 +173,17 @@ def reconstruction_loss(
         ss_weight: Probability of the true reference (``None``: no scheduled sampling).
         cycle_weight: Weight of the cycle loss (``None``: no cycle consistency).
         generator: Random generator for the scheduled-sampling draws.
+        autocast_dtype: Mixed precision of the feature extractor (``None``: float32). The
+            attention copies and the losses always run in float32: in bf16 the cosine
+            similarities lose the fine differences between neighbouring pixels (trained so,
+            LeftAtrium Dice from the largest slice fell from 0.83 to 0.78).
 
     Returns:
         Scalar loss.
     """
     b = ref.shape[0]
-    feats = net(torch.cat([prev, ref, tgt]))
+    with autocast(ref.device, autocast_dtype):
+        feats = net(torch.cat([prev, ref, tgt]))
     f_prev, f_ref, f_tgt = feats[:b], feats[b : 2 * b], feats[2 * b :]
     stride = net.stride
     v_prev, v_ref, v_tgt = (F.avg_pool2d(x, stride) for x in (prev, ref, tgt))
@@ -246,6 +257,7 @@ class OneSegTrainer:
         self.rng = np.random.default_rng(sample_seed)
         self.generator = torch.Generator().manual_seed(sample_seed)
         self.net = OneSegNet(network).to(device)
+        self.autocast_dtype = resolve_precision(config.precision, device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=0.5)
         steps = max(1, config.pairs_per_epoch // config.batch_size)
@@ -277,7 +289,8 @@ class OneSegTrainer:
                 pairs = random_pairs(len(vol), max(2, cfg.clusters), self.rng)
             else:
                 self.net.eval()
-                feats = self.net.embed_slices(vol.to(self.device))
+                with autocast(self.device, self.autocast_dtype):
+                    feats = self.net.embed_slices(vol.to(self.device))
                 # K-means on 8 x 8 pooled maps: the full maps would make clustering slow.
                 pooled = OneSegModel.pooled(feats, grid=8)
                 reps = representative_set(pooled, clusters=cfg.clusters, seed=cfg.seed + idx)
@@ -314,6 +327,7 @@ class OneSegTrainer:
             "ss_weight": ss_weight if cfg.scheduled_sampling else None,
             "cycle_weight": cfg.cycle_weight if cfg.cycle else None,
             "generator": self.generator,
+            "autocast_dtype": self.autocast_dtype,
         }
         if self.dist.enabled:
             if self._parallel is None:
@@ -394,8 +408,8 @@ class OneSegTrainer:
         return self.net
 
     def record(self) -> dict:
-        """Training settings for ``config.json``."""
-        return asdict(self.config)
+        """Training settings for ``config.json`` (with the precision ``auto`` resolved to)."""
+        return {**asdict(self.config), "precision_used": precision_name(self.autocast_dtype)}
 
     # ------------------------------------------------------------------ checkpoints
     def fingerprint(self) -> dict[str, Any]:
