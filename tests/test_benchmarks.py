@@ -132,3 +132,23 @@ def test_oneseg_leftatrium_table_and_figures(tmp_path):
     for name in ("error_vs_distance.csv", "error_vs_distance.png", "oneseg_leftatrium_case.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert "largest" in out and "oneseg" in out
+
+
+def test_oneseg_cost_times_propagation_and_training_in_each_precision(tmp_path):
+    from sparseseg import precision
+
+    out = run_benchmark("oneseg_cost", "--sizes", "32x32x8", "--methods", "oneseg,copy",
+                        "--train-steps", "1", "--train-size", "32",
+                        "--train-precisions", "fp32,bf16", "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "oneseg_cost.csv")
+    assert [(r["size"], r["method"]) for r in rows] == [("32x32x8", "oneseg"),
+                                                          ("32x32x8", "copy")]
+    assert all(float(r["seconds"]) > 0 and float(r["peak_mb"]) > 0 for r in rows)
+    assert (tmp_path / "oneseg_cost.png").stat().st_size > 0
+    timed = read_rows(tmp_path / "training_throughput.csv")
+    precisions = ["fp32", "bf16"] if precision._cpu_bf16() else ["fp32"]
+    methods = ["oneseg", "partial", "ltuda stage 1", "ltuda stage 2"]
+    assert [(r["precision"], r["method"]) for r in timed] == [
+        (p, m) for p in precisions for m in methods]
+    assert all(float(r["steps_per_s"]) > 0 for r in timed)
+    assert "training throughput" in out
