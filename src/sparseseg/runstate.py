@@ -344,6 +344,71 @@ def read_run_state(path: str | Path, *, kind: str,
     return doc, state
 
 
+# ------------------------------------------------------------------------------ trainers
+class ResumableTrainer:
+    """The checkpoint plumbing both trainers share: :meth:`state`, :meth:`restore`, saving.
+
+    A subclass holds ``optimizer``, ``rng`` (NumPy), ``generator`` (PyTorch), ``device`` and
+    the progress counters ``epoch``, ``epoch_step``, ``step``, ``elapsed`` and ``finished``;
+    it adds what else it must keep with :meth:`_run_meta` and :meth:`_run_tensors` and puts
+    it back in :meth:`_restore_run` (weights, and the optimiser's parameter groups when they
+    change during a run), which runs before the optimiser's state is loaded.
+    """
+
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+    generator: torch.Generator
+    device: torch.device
+    epoch: int
+    epoch_step: int
+    step: int
+    elapsed: float
+    finished: bool
+
+    def _run_meta(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _run_tensors(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _restore_run(self, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def _save(self, checkpoint: RunCheckpoint, elapsed: float) -> None:
+        self.elapsed = elapsed
+        checkpoint.save(self.state, rng_state(self.rng, self.generator, self.device), elapsed)
+
+    def state(self) -> RunState:
+        """Everything needed to continue this run (see :mod:`sparseseg.runstate`)."""
+        optim_json, optim_tensors = optimizer_state(self.optimizer)
+        meta = {"epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step,
+                "elapsed": self.elapsed, "finished": self.finished, "optimizer": optim_json,
+                **self._run_meta()}
+        return RunState(meta=meta, tensors={**self._run_tensors(), **optim_tensors},
+                        rng=rng_state(self.rng, self.generator, self.device))
+
+    def restore(self, state: RunState, source: str | Path | None = None) -> None:
+        """Continue from a saved :meth:`state` (same settings, data and number of processes).
+
+        Raises:
+            ModelError: The state does not fit this trainer.
+        """
+        meta = state.meta
+        try:
+            self._restore_run(meta, state.tensors)
+            load_optimizer_state(self.optimizer, meta["optimizer"], state.tensors)
+            set_rng_state(state.rng, self.rng, self.generator, self.device)
+            self.epoch = int(meta["epoch"])
+            self.epoch_step = int(meta["epoch_step"])
+            self.step = int(meta["step"])
+            self.elapsed = float(meta["elapsed"])
+            self.finished = bool(meta["finished"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+            raise ModelError(f"training checkpoint does not fit this run ({message})",
+                             source) from None
+
+
 # ------------------------------------------------------------------------------ policy
 class RunClock:
     """Training time in seconds, counting the sessions before a resume.

@@ -39,9 +39,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,6 @@ from torch import nn
 
 from sparseseg import distributed
 from sparseseg.distributed import DistInfo
-from sparseseg.errors import ModelError
 from sparseseg.ltuda.augment import (
     apply_affine,
     apply_cutmix,
@@ -68,16 +66,12 @@ from sparseseg.ltuda.pseudo import merge_pseudo_labels
 from sparseseg.ltuda.teacher import ema_decay, update_teacher
 from sparseseg.precision import autocast, resolve_precision
 from sparseseg.runstate import (
+    ResumableTrainer,
     RunCheckpoint,
     RunClock,
-    RunState,
     architecture_digest,
     digest,
-    load_optimizer_state,
-    optimizer_state,
     prefixed,
-    rng_state,
-    set_rng_state,
     unprefixed,
 )
 
@@ -221,7 +215,7 @@ class _StepLoss(nn.Module):
         return self._loss(x, y, m)
 
 
-class Trainer:
+class Trainer(ResumableTrainer):
     """Runs the training loop and reports each epoch through ``on_epoch``.
 
     Under ``torchrun`` (``dist`` with several processes) every process draws its own batches
@@ -584,61 +578,27 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
-    def _save(self, checkpoint: RunCheckpoint, elapsed: float) -> None:
-        self.elapsed = elapsed
-        rng = rng_state(self.rng, self.generator, self.device)
-        checkpoint.save(self.state, rng, elapsed)
+    def _run_meta(self) -> dict[str, Any]:
+        return {"stage": self.stage, "sums": self.sums, "lr": self.lr, "record": self.record}
 
-    def state(self) -> RunState:
-        """Everything needed to continue this run (see :mod:`sparseseg.runstate`)."""
-        optim_json, optim_tensors = optimizer_state(self.optimizer)
-        meta = {
-            "epoch": self.epoch,
-            "epoch_step": self.epoch_step,
-            "step": self.step,
-            "stage": self.stage,
-            "sums": self.sums,
-            "lr": self.lr,
-            "elapsed": self.elapsed,
-            "finished": self.finished,
-            "optimizer": optim_json,
-            "record": self.record,
-        }
-        tensors = {**prefixed("model", self.model.state_dict()), **optim_tensors}
+    def _run_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = prefixed("model", self.model.state_dict())
         if self.teacher is not None:
             tensors.update(prefixed("teacher", self.teacher.state_dict()))
-        return RunState(meta=meta, tensors=tensors,
-                        rng=rng_state(self.rng, self.generator, self.device))
+        return tensors
 
-    def restore(self, state: RunState, source: str | Path | None = None) -> None:
-        """Continue from a saved :meth:`state` (same settings, data and number of processes).
-
-        Raises:
-            ModelError: The state does not fit this trainer.
-        """
-        meta = state.meta
-        try:
-            self.model.load_state_dict(unprefixed("model", state.tensors), strict=True)
-            if self.teacher is not None:
-                self.teacher.load_state_dict(unprefixed("teacher", state.tensors), strict=True)
-            self.stage = int(meta["stage"])
-            self.optimizer = self._make_optimizer(stage=1)
-            if self.stage == 2:
-                group = dict(self.optimizer.param_groups[0])
-                group["params"] = list(self.model.projection.parameters())
-                self.optimizer.add_param_group(group)
-            load_optimizer_state(self.optimizer, meta["optimizer"], state.tensors)
-            set_rng_state(state.rng, self.rng, self.generator, self.device)
-            self.epoch = int(meta["epoch"])
-            self.epoch_step = int(meta["epoch_step"])
-            self.step = int(meta["step"])
-            self.sums = {str(k): float(v) for k, v in meta["sums"].items()}
-            self.lr = float(meta["lr"])
-            self.elapsed = float(meta["elapsed"])
-            self.finished = bool(meta["finished"])
-            self.record = dict(meta["record"])
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
-            raise ModelError(f"training checkpoint does not fit this run ({message})",
-                             source) from None
+    def _restore_run(self, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(unprefixed("model", tensors), strict=True)
+        if self.teacher is not None:
+            self.teacher.load_state_dict(unprefixed("teacher", tensors), strict=True)
         self.model.to(self.device)
+        self.stage = int(meta["stage"])
+        # The optimiser's parameter groups as they were: the projection head joins in stage 2.
+        self.optimizer = self._make_optimizer(stage=1)
+        if self.stage == 2:
+            group = dict(self.optimizer.param_groups[0])
+            group["params"] = list(self.model.projection.parameters())
+            self.optimizer.add_param_group(group)
+        self.sums = {str(k): float(v) for k, v in meta["sums"].items()}
+        self.lr = float(meta["lr"])
+        self.record = dict(meta["record"])

@@ -20,9 +20,8 @@ Runs can be saved and continued at any step (:meth:`OneSegTrainer.state`,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ from torch import nn
 
 from sparseseg import distributed
 from sparseseg.distributed import DistInfo
-from sparseseg.errors import ModelError
 from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.network import NetworkConfig, OneSegNet
 from sparseseg.oneseg.screening import (
@@ -43,16 +41,12 @@ from sparseseg.oneseg.screening import (
 )
 from sparseseg.precision import autocast, precision_name, resolve_precision
 from sparseseg.runstate import (
+    ResumableTrainer,
     RunCheckpoint,
     RunClock,
-    RunState,
     architecture_digest,
     digest,
-    load_optimizer_state,
-    optimizer_state,
     prefixed,
-    rng_state,
-    set_rng_state,
     unprefixed,
 )
 
@@ -217,7 +211,7 @@ class _ReconstructionLoss(nn.Module):
         return reconstruction_loss(self.net, prev, ref, tgt, **kwargs)
 
 
-class OneSegTrainer:
+class OneSegTrainer(ResumableTrainer):
     """Train a OneSeg network on unlabeled volumes.
 
     Under ``torchrun`` (``dist`` with several processes) every process draws its own samples
@@ -422,49 +416,16 @@ class OneSegTrainer:
             "world_size": self.dist.world_size,
         }
 
-    def _save(self, checkpoint: RunCheckpoint, elapsed: float) -> None:
-        self.elapsed = elapsed
-        rng = rng_state(self.rng, self.generator, self.device)
-        checkpoint.save(self.state, rng, elapsed)
+    def _run_meta(self) -> dict[str, Any]:
+        pairs = None if self.pairs is None else [[list(p) for p in v] for v in self.pairs]
+        return {"pairs": pairs, "scheduler": self.scheduler.state_dict()}
 
-    def state(self) -> RunState:
-        """Everything needed to continue this run (see :mod:`sparseseg.runstate`)."""
-        optim_json, optim_tensors = optimizer_state(self.optimizer)
-        meta = {
-            "epoch": self.epoch,
-            "epoch_step": self.epoch_step,
-            "step": self.step,
-            "pairs": None if self.pairs is None else [[list(p) for p in v] for v in self.pairs],
-            "elapsed": self.elapsed,
-            "finished": self.finished,
-            "optimizer": optim_json,
-            "scheduler": self.scheduler.state_dict(),
-        }
-        tensors = {**prefixed("net", self.net.state_dict()), **optim_tensors}
-        return RunState(meta=meta, tensors=tensors,
-                        rng=rng_state(self.rng, self.generator, self.device))
+    def _run_tensors(self) -> dict[str, torch.Tensor]:
+        return prefixed("net", self.net.state_dict())
 
-    def restore(self, state: RunState, source: str | Path | None = None) -> None:
-        """Continue from a saved :meth:`state` (same settings, data and number of processes).
-
-        Raises:
-            ModelError: The state does not fit this trainer.
-        """
-        meta = state.meta
-        try:
-            self.net.load_state_dict(unprefixed("net", state.tensors), strict=True)
-            load_optimizer_state(self.optimizer, meta["optimizer"], state.tensors)
-            self.scheduler.load_state_dict(meta["scheduler"])
-            set_rng_state(state.rng, self.rng, self.generator, self.device)
-            self.epoch = int(meta["epoch"])
-            self.epoch_step = int(meta["epoch_step"])
-            self.step = int(meta["step"])
-            pairs = meta["pairs"]
-            self.pairs = None if pairs is None else [[tuple(p) for p in v] for v in pairs]
-            self.elapsed = float(meta["elapsed"])
-            self.finished = bool(meta["finished"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
-            raise ModelError(f"training checkpoint does not fit this run ({message})",
-                             source) from None
+    def _restore_run(self, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(unprefixed("net", tensors), strict=True)
         self.net.to(self.device)
+        self.scheduler.load_state_dict(meta["scheduler"])
+        pairs = meta["pairs"]
+        self.pairs = None if pairs is None else [[tuple(p) for p in v] for v in pairs]
