@@ -26,15 +26,20 @@ PRECISIONS = ("auto", "fp32", "bf16")
 """Accepted precision names."""
 
 
+def _private_check(owner: object, name: str) -> bool:
+    """Call PyTorch's private capability check ``owner.name()``; ``False`` if absent or failing."""
+    check = getattr(owner, name, None)
+    try:
+        return bool(check()) if check is not None else False
+    except Exception:  # a private check that changed or failed: assume the feature is missing
+        return False
+
+
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (fast bfloat16 matrix products in oneDNN)."""
     import torch
 
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except Exception:  # a private check that changed or failed: assume no AMX
-        return False
+    return _private_check(torch.cpu, "_is_amx_tile_supported")
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -67,13 +72,10 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def _cpu_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU at all (natively or emulated)."""
     import torch
 
-    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except Exception:
-        return False
+    return _private_check(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported")
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -30,7 +30,7 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16"), default="auto",
         help="training arithmetic: bf16 mixed precision or fp32 (default: auto = bf16 on GPUs "
-        "that have it and on CPUs with AMX, about 3x faster there; fp32 elsewhere)",
+        "that have it and on CPUs with AMX, about 1.5x faster there; fp32 elsewhere)",
     )
 
 

@@ -79,7 +79,7 @@ class TrainConfig:
         seed: Random seed.
         precision: ``auto``, ``fp32`` or ``bf16`` (mixed precision; see
             :mod:`sparseseg.precision`). ``auto`` uses bf16 on GPUs that have it and CPUs with
-            AMX, where it trains about 3x faster.
+            AMX, where it trains about 1.5x faster.
     """
 
     epochs: int = 6
