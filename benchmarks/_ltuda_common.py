@@ -71,7 +71,8 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                        organ_values: dict[str, int], work: Path, *, minutes: float, size: int,
                        base_channels: int, seed: int, loss: str,
                        components: dict[str, int] | None, strong_views: int,
-                       threads: int, ema: float = 0.999, precision: str = "auto") -> dict:
+                       threads: int, ema: float = 0.999, precision: str = "auto",
+                       tone: bool = True) -> dict:
     """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row.
 
     Sets ``threads`` torch threads first (it may run in a worker process of its own).
@@ -86,7 +87,7 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                   epochs=10_000, max_time=minutes, size=size,
                   base_channels=base_channels, seed=seed, progress=False, loss=loss,
                   components=components, strong_views=strong_views, ema=ema,
-                  precision=precision)
+                  precision=precision, tone_augmentation=tone)
     minutes_used = (time.monotonic() - start) / 60
     result = evaluate(model, test, organ_values, work / f"pred_{name}")
     config = json.loads((model / "config.json").read_text())
@@ -101,7 +102,7 @@ def run_methods(runs: dict[str, tuple[list, str]], test: Sequence[Case],
                 base_channels: int, seed: int, csv_path: Path,
                 loss: str = "bce", components: dict[str, int] | None = None,
                 strong_views: int = 2, jobs: int = 1, threads: int = 1,
-                ema: float = 0.999, precision: str = "auto") -> list[dict]:
+                ema: float = 0.999, precision: str = "auto", tone: bool = True) -> list[dict]:
     """Train each run (name -> (dataset specs, method)), evaluate, print and save a table.
 
     With ``jobs`` > 1 that many runs train at once, each in its own process with ``threads``
@@ -109,7 +110,7 @@ def run_methods(runs: dict[str, tuple[list, str]], test: Sequence[Case],
     """
     kwargs = {"minutes": minutes, "size": size, "base_channels": base_channels, "seed": seed,
               "loss": loss, "components": components, "strong_views": strong_views,
-              "threads": threads, "ema": ema, "precision": precision}
+              "threads": threads, "ema": ema, "precision": precision, "tone": tone}
     rows = run_jobs(train_and_evaluate,
                     [((name, specs, method, list(test), organ_values, work), kwargs)
                      for name, (specs, method) in runs.items()], jobs)

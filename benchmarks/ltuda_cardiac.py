@@ -13,14 +13,23 @@ image, truth and each run's prediction side by side).
 Usage (four 13-minute runs, two at a time with one thread each: about 30 minutes on 2 cores)::
 
     python -m benchmarks.ltuda_cardiac --minutes 13 --strong-views 1
+
+Cross-validation (``--folds 4``: every patient is a test patient once; each fold trains on the
+others and writes ``ltuda_cardiac_foldK.csv``; ``ltuda_cardiac_folds.csv`` and the printed
+summary give each run's mean over the folds and its paired difference to ``partial``)::
+
+    python -m benchmarks.ltuda_cardiac --minutes 12 --strong-views 1 --folds 4 \
+        --methods partial,ltuda
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="partial,cda,ltuda,full",
                         help="comma-separated runs among partial,cda,ltuda,full")
     parser.add_argument("--test-patients", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=1,
+                        help="cross-validate: split the patients into this many disjoint test "
+                        "folds (each trains on the rest; --test-patients is then ignored) and "
+                        "report every run's mean over the folds and its paired difference to "
+                        "partial")
+    parser.add_argument("--only-folds", default=None,
+                        help="with --folds: run only these folds (comma-separated, 0-based)")
+    parser.add_argument("--no-tone-augmentation", dest="tone", action="store_false",
+                        help="train without the weak view's gamma/contrast (the paper's "
+                        "augmentation)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--base-channels", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -62,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sparseseg.io import find_cases
-    from sparseseg.ltuda import DatasetSpec
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -73,42 +91,110 @@ def main(argv: list[str] | None = None) -> int:
     patients = sorted({re.sub(r"_frame\d+$", "", c.name) for c in cases})
     rng = np.random.default_rng(args.seed)
     order = [patients[i] for i in rng.permutation(len(patients))]
-    test_p, train_p = order[: args.test_patients], order[args.test_patients:]
-    groups = [train_p[i::3] for i in range(3)]
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in ("partial", "cda", "ltuda", "full")]
+    if unknown:
+        parser.error(f"unknown run(s): {unknown}")
+    if args.folds < 1 or args.folds > len(order) // 2:
+        parser.error(f"--folds must be 1..{len(order) // 2}")
 
     def of(names: list[str]) -> list:
         return [c for c in cases if re.sub(r"_frame\d+$", "", c.name) in names]
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        partial_specs = []
-        for (organ, value), names in zip(STRUCTURES.items(), groups, strict=True):
-            folder = write_subset(work / f"partial_{organ}", of(names), [value])
-            partial_specs.append(DatasetSpec(folder, {organ: [value]}))
-        full = write_subset(work / "full", of(train_p), None)
-        full_spec = [DatasetSpec(full, {o: [v] for o, v in STRUCTURES.items()})]
-        catalogue = {
-            "partial": (partial_specs, "partial"),
-            "cda": (partial_specs, "cda"),
-            "ltuda": (partial_specs, "ltuda"),
-            "full": (full_spec, "partial"),
-        }
-        wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in wanted if m not in catalogue]
-        if unknown:
-            parser.error(f"unknown run(s): {unknown}")
-        print(f"train patients {len(train_p)} ({[len(g) for g in groups]} per subset), "
-              f"test patients {len(test_p)}, {args.minutes} min per run", flush=True)
-        test = of(test_p)
-        run_methods({m: catalogue[m] for m in wanted}, test, STRUCTURES, work,
-                    minutes=args.minutes, size=args.size, base_channels=args.base_channels,
-                    seed=args.seed, csv_path=csv_path, loss=args.loss,
-                    strong_views=args.strong_views, jobs=args.jobs, threads=args.threads,
-                    ema=args.ema, precision=args.precision)
-        png = prediction_figure(out / "ltuda_cardiac.png", test[0], wanted, work)
-    print(f"wrote {csv_path} and {png}")
+        if args.folds == 1:
+            test_p, train_p = order[: args.test_patients], order[args.test_patients:]
+            run_split(args, wanted, of, test_p, train_p, work, csv_path)
+            png = prediction_figure(out / "ltuda_cardiac.png", of(test_p)[0], wanted, work)
+            print(f"wrote {csv_path} and {png}")
+            return 0
+        rows = []
+        only = set(range(args.folds))
+        if args.only_folds:
+            try:
+                only = {int(f) for f in args.only_folds.split(",") if f.strip()}
+            except ValueError:
+                parser.error(f"--only-folds: not a list of fold numbers: {args.only_folds!r}")
+            if not only or not only <= set(range(args.folds)):
+                parser.error(f"--only-folds takes folds 0..{args.folds - 1} (0-based)")
+        for fold, (test_p, train_p) in enumerate(patient_folds(order, args.folds)):
+            if fold not in only:
+                continue
+            print(f"fold {fold} (of 0..{args.folds - 1})", flush=True)
+            fold_csv = csv_path.with_name(f"{csv_path.stem}_fold{fold}.csv")
+            fold_rows = run_split(args, wanted, of, test_p, train_p, work / f"fold{fold}",
+                                  fold_csv)
+            rows += [{"fold": fold, **r} for r in fold_rows]
+    folds_csv = csv_path.with_name(f"{csv_path.stem}_folds.csv")
+    write_rows(folds_csv, rows)
+    print(fold_summary(rows, wanted))
+    print(f"wrote {folds_csv}")
     return 0
+
+
+def patient_folds(patients: list[str], folds: int) -> list[tuple[list[str], list[str]]]:
+    """``(test, train)`` patients of each fold: disjoint test folds of near-equal size that
+    together hold every patient once; each fold trains on all the others."""
+    tests = [list(chunk) for chunk in np.array_split(np.array(patients, dtype=object), folds)]
+    return [(test, [p for p in patients if p not in test]) for test in tests]
+
+
+def run_split(args: argparse.Namespace, wanted: list[str], of: Callable[[list[str]], list],
+              test_p: list[str], train_p: list[str], work: Path, csv_path: Path) -> list[dict]:
+    """Write the partial subsets of ``train_p``, train every wanted run, test on ``test_p``."""
+    from sparseseg.ltuda import DatasetSpec
+
+    work.mkdir(parents=True, exist_ok=True)
+    groups = [train_p[i::3] for i in range(3)]
+    partial_specs = []
+    for (organ, value), names in zip(STRUCTURES.items(), groups, strict=True):
+        folder = write_subset(work / f"partial_{organ}", of(names), [value])
+        partial_specs.append(DatasetSpec(folder, {organ: [value]}))
+    full = write_subset(work / "full", of(train_p), None)
+    full_spec = [DatasetSpec(full, {o: [v] for o, v in STRUCTURES.items()})]
+    catalogue = {
+        "partial": (partial_specs, "partial"),
+        "cda": (partial_specs, "cda"),
+        "ltuda": (partial_specs, "ltuda"),
+        "full": (full_spec, "partial"),
+    }
+    print(f"train patients {len(train_p)} ({[len(g) for g in groups]} per subset), "
+          f"test patients {len(test_p)}, {args.minutes} min per run", flush=True)
+    return run_methods({m: catalogue[m] for m in wanted}, of(test_p), STRUCTURES, work,
+                       minutes=args.minutes, size=args.size, base_channels=args.base_channels,
+                       seed=args.seed, csv_path=csv_path, loss=args.loss,
+                       strong_views=args.strong_views, jobs=args.jobs, threads=args.threads,
+                       ema=args.ema, precision=args.precision, tone=args.tone)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Rows (dicts with the same keys) as a CSV table."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def fold_summary(rows: list[dict], runs: list[str]) -> str:
+    """Mean Dice of each run over the folds, and each run's paired difference to ``partial``.
+
+    Each fold's mean is over its own test patients; the folds' test patients are disjoint, so
+    the mean over folds covers every patient once. ``sd`` is the spread between folds.
+    """
+    by = {(r["fold"], r["run"]): r for r in rows}
+    folds = sorted({r["fold"] for r in rows})
+    lines = ["run | mean Dice over folds | sd | per fold | minus partial (mean, sd, per fold)"]
+    for run in runs:
+        means = np.array([by[f, run]["mean"] for f in folds])
+        line = f"{run} | {means.mean():.4f} | {means.std(ddof=1):.4f} | " + " ".join(
+            f"{m:.4f}" for m in means)
+        if "partial" in runs and run != "partial":
+            diff = means - np.array([by[f, "partial"]["mean"] for f in folds])
+            line += f" | {diff.mean():+.4f}, {diff.std(ddof=1):.4f}, " + " ".join(
+                f"{d:+.4f}" for d in diff)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def prediction_figure(path: Path, case: Case, runs: list[str], work: Path) -> Path:

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="mean teacher's final EMA decay in cda/ltuda (paper: 0.999)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="training arithmetic (auto: bf16 on CPUs with AMX)")
+    parser.add_argument("--no-tone-augmentation", dest="tone", action="store_false",
+                        help="train without the weak view's gamma/contrast (the paper's "
+                        "augmentation)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (1 thread each)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed, csv_path=Path(args.csv), loss=args.loss,
                     components={"kidney": 2}, strong_views=args.strong_views,
                     jobs=args.jobs, threads=args.threads, ema=args.ema,
-                    precision=args.precision)
+                    precision=args.precision, tone=args.tone)
     return 0
 
 

@@ -152,3 +152,49 @@ def test_oneseg_cost_times_propagation_and_training_in_each_precision(tmp_path):
         (p, m) for p in precisions for m in methods]
     assert all(float(r["steps_per_s"]) > 0 for r in timed)
     assert "training throughput" in out
+
+
+def test_ltuda_cardiac_patient_folds_cover_every_patient_once():
+    from benchmarks.ltuda_cardiac import patient_folds
+
+    patients = [f"p{i:02d}" for i in range(20)]
+    folds = patient_folds(patients, 3)
+    tests = [p for test, _ in folds for p in test]
+    assert sorted(tests) == patients  # disjoint and complete
+    assert [len(test) for test, _ in folds] == [7, 7, 6]
+    for test, train in folds:
+        assert sorted(test + train) == patients and not set(test) & set(train)
+
+
+def test_ltuda_cardiac_fold_summary_pairs_each_fold_with_partial():
+    from benchmarks.ltuda_cardiac import fold_summary
+
+    rows = [{"fold": f, "run": run, "mean": m} for f, ms in enumerate([(0.7, 0.8), (0.6, 0.62)])
+            for run, m in zip(("partial", "ltuda"), ms, strict=True)]
+    lines = fold_summary(rows, ["partial", "ltuda"]).splitlines()
+    assert lines[1].startswith("partial | 0.6500 |")
+    assert lines[2].startswith("ltuda | 0.7100 |")
+    assert "| +0.0600, 0.0566, +0.1000 +0.0200" in lines[2]
+
+
+def test_ltuda_cardiac_folds(tmp_path):
+    data = needs("Cardiac")
+    out = run_benchmark("ltuda_cardiac", "--data", str(data), "--minutes", "0.02",
+                        "--methods", "partial,full", "--folds", "2", "--only-folds", "1",
+                        "--size", "32", "--base-channels", "4", "--jobs", "2",
+                        "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "ltuda_cardiac_folds.csv")
+    assert [(r["fold"], r["run"]) for r in rows] == [("1", "partial"), ("1", "full")]
+    assert (tmp_path / "ltuda_cardiac_fold1.csv").is_file()
+    assert not (tmp_path / "ltuda_cardiac_fold0.csv").exists()
+    assert "minus partial" in out and out.count("test patients 10") == 1
+
+
+def test_ltuda_cardiac_refuses_folds_out_of_range(tmp_path):
+    data = needs("Cardiac")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ltuda_cardiac", "--data", str(data),
+                           "--folds", "4", "--only-folds", "4", "--out", str(tmp_path)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--only-folds takes folds 0..3" in done.stderr
+    assert not list(tmp_path.iterdir())

@@ -2,10 +2,13 @@ import torch
 
 from sparseseg.ltuda.augment import (
     CutMixParams,
+    ToneParams,
     apply_affine,
     apply_cutmix,
+    apply_tone,
     box_masks,
     cutmix_params,
+    tone_params,
     weak_params,
 )
 
@@ -50,3 +53,29 @@ def test_weak_view_warps_image_and_labels_alike():
     identity = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]])
     same, _ = apply_affine(identity, image[:1])
     assert torch.allclose(same, image[:1], atol=1e-5)
+
+
+def test_tone_identity_leaves_the_image_alone():
+    image = torch.randn(3, 1, 16, 16)
+    params = tone_params(3, p=0.0)
+    assert torch.allclose(apply_tone(params, image), image, atol=1e-5)
+
+
+def test_tone_gamma_and_contrast_move_intensities_as_drawn():
+    image = torch.linspace(0, 1, 256).view(1, 1, 16, 16).repeat(2, 1, 1, 1)
+    params = ToneParams(gamma=torch.tensor([2.0, 1.0]), contrast=torch.tensor([1.0, 0.5]))
+    out = apply_tone(params, image)
+    assert torch.allclose(out[0], image[0] ** 2, atol=1e-5)  # gamma on [min, max] = [0, 1]
+    mean = image[1].mean()
+    assert torch.allclose(out[1], (image[1] - mean) * 0.5 + mean, atol=1e-5)
+    assert torch.allclose(out[1].mean(), mean, atol=1e-5)  # contrast keeps the mean
+
+
+def test_tone_params_stay_in_range_and_are_reproducible():
+    params = tone_params(500, generator=torch.Generator().manual_seed(0))
+    again = tone_params(500, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(params.gamma, again.gamma) and torch.equal(params.contrast, again.contrast)
+    changed = params.gamma != 1
+    assert 0.35 < changed.float().mean() < 0.65  # p = 0.5
+    assert params.gamma[changed].min() >= 0.7 - 1e-6 and params.gamma.max() <= 1.5 + 1e-6
+    assert params.contrast.min() >= 0.5 - 1e-6 and params.contrast.max() <= 1.6 + 1e-6

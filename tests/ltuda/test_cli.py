@@ -34,11 +34,12 @@ def test_train_cli_runs(tmp_path, phantom_sets, monkeypatch):
                  "--dataset", str(phantom_sets[0]), "liver=1",
                  "--dataset", str(phantom_sets[1]), "spleen=2", "kidney=3",
                  "--method", "cda", "--epochs", "1", "--size", "16", "--base-channels", "4",
-                 "--strong-views", "1", "--proto-pixels", "64", "--ema", "0.99"])
+                 "--strong-views", "1", "--proto-pixels", "64", "--ema", "0.99",
+                 "--no-tone-augmentation"])
     assert code == 0
     training = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
     assert training["strong_views"] == 1 and training["proto_pixels"] == 64
-    assert training["ema"] == 0.99
+    assert training["ema"] == 0.99 and training["tone_augmentation"] is False
     assert decays and set(decays) == {0.99}  # the teacher is updated with the decay asked for
     assert main(["ltuda", "predict", "-q", "-m", str(tmp_path / "m"), "-i",
                  str(phantom_sets[1]), "-o", str(tmp_path / "p")]) == 0

@@ -6,9 +6,12 @@ organ's in the next. A model trained with the partial-label loss alone never see
 dataset, the organs that dataset leaves unlabeled told apart, and calls them by the names of
 organs it did see labeled; LTUDA's pseudo-labels and prototype alignment cut that confusion.
 
-Seeded and run on one thread, so the outcome is reproducible; over seeds 0-3 of this setup the
-confusion measured 0.233 / 0.211 / 0.083 / 0.181 (partial) against 0.027 / 0.023 / 0.014 / 0.076
-(ltuda), ratios 0.12-0.42. The test runs seed 0 and asks for a ratio under 0.5.
+Both run with the paper's weak view (``tone_augmentation=False``): sparseseg's default gamma and
+contrast jitter already teaches the baseline to look past a dataset's intensity offset, and
+then it hardly confuses these phantoms (0.033 at seed 0), leaving nothing for the test to
+compare. Seeded and run on one thread, so the outcome is reproducible; over seeds 0-3 of this
+setup the confusion measured 0.233 / 0.211 / 0.083 / 0.181 (partial) against 0.027 / 0.023 /
+0.014 / 0.076 (ltuda), ratios 0.12-0.42. The test runs seed 0 and asks for a ratio under 0.5.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def _confusion(method: str, partial_sets) -> float:
     root, specs, test = partial_sets
     model = train(output=root / f"model_{method}", datasets=specs, method=method, epochs=40,
                   size=48, base_channels=8, seed=0, progress=False, loss="bce+dice",
-                  val_fraction=0.25, checkpoint_every=None)
+                  val_fraction=0.25, checkpoint_every=None, tone_augmentation=False)
     scores = []
     for case in test:
         out = predict(model=model, inputs=case.image, output=root / f"{method}_{case.name}.nii.gz",

@@ -219,3 +219,23 @@ def test_bf16_steps_train_float32_weights_in_both_stages(phantom_sets):
     assert any(not torch.equal(a, b)
                for a, b in zip(before, trainer.model.unet.parameters(), strict=True))
     assert trainer.model.proto_unlabeled.prototypes.dtype == torch.float32
+
+
+def test_weak_view_tone_is_on_by_default_and_switchable(phantom_sets):
+    x, y, _ = _trainer(phantom_sets).sampler.batch()
+    views = {}
+    for tone in (True, False):
+        trainer = _trainer(phantom_sets, tone=tone)
+        trainer.generator.manual_seed(3)
+        views[tone] = trainer.weak_view(x, y)
+    # the same warp (drawn first from the same seed), labels alike; only intensities differ
+    assert torch.equal(views[True][1], views[False][1])
+    assert not torch.allclose(views[True][0], views[False][0])
+    assert TrainSettings().tone
+
+
+def test_train_records_tone_augmentation(tmp_path, phantom_sets):
+    out = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="partial",
+                epochs=1, size=32, base_channels=4, progress=False, tone_augmentation=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["tone_augmentation"] is False

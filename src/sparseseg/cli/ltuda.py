@@ -86,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="final decay of the mean teacher's moving average in cda/ltuda (default: 0.999, "
         "the paper's; smaller follows the student faster in short runs)",
     )
+    train.add_argument(
+        "--no-tone-augmentation", dest="tone_augmentation", action="store_false",
+        help="no random gamma/contrast in the weak view (the paper's augmentation; by default "
+        "they are on, so an organ learned from a few patients is found in other patients' "
+        "images)",
+    )
     add_checkpoint_options(train)
     add_device_option(train)
     add_precision_option(train)
@@ -125,6 +131,8 @@ def _train(args: argparse.Namespace) -> int:
         "proto_pixels": args.proto_pixels,
         "ema": args.ema,
     }
+    if not args.tone_augmentation:
+        options["tone_augmentation"] = False
     train(
         output=args.output,
         datasets=datasets,

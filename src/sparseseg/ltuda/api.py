@@ -50,6 +50,7 @@ def train(
     strong_views: int = 2,
     proto_pixels: int = 2048,
     ema: float = 0.999,
+    tone_augmentation: bool = True,
     precision: str = "auto",
     checkpoint_every: float | None = 5.0,
     resume: bool = False,
@@ -93,6 +94,9 @@ def train(
             and updates use, drawn at random (``0``: every pixel, as in the paper).
         ema: Final decay of the mean teacher's exponential moving average (paper: 0.999;
             smaller follows the student faster, for short runs).
+        tone_augmentation: Random gamma and contrast in the weak view of every method (not in
+            the paper): a channel learned from the few patients of one dataset then still
+            finds its organ in the others' images (``False``: the paper's weak view).
         precision: ``auto``, ``fp32`` or ``bf16`` (:mod:`sparseseg.precision`; ``auto``:
             bf16 mixed precision on GPUs that have it and on CPUs with AMX, fp32 elsewhere).
         checkpoint_every: Minutes of training between resumable checkpoints
@@ -166,7 +170,7 @@ def train(
                                  batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
                                  dice=loss == "bce+dice", n_strong=int(strong_views),
                                  proto_pixels=int(proto_pixels), ema=float(ema),
-                                 precision=precision)
+                                 tone=bool(tone_augmentation), precision=precision)
         trainer = Trainer(model, train_cases, val_cases, settings, dev, dist=dist)
         if dist.is_main:
             output.mkdir(parents=True, exist_ok=True)
@@ -186,6 +190,7 @@ def train(
             "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
                          "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
                          "strong_views": strong_views, "proto_pixels": proto_pixels, "ema": ema,
+                         "tone_augmentation": bool(tone_augmentation),
                          "precision": precision, "precision_used": precision_name(amp),
                          "val_fraction": val_fraction,
                          "val_cases": [c.name for c in val_cases]},

@@ -4,7 +4,10 @@ As in TorchIO, the random part only draws parameters (``*_params`` functions tak
 :class:`torch.Generator`); applying them is deterministic, so tests can check exact results.
 
 * Weak view (teacher): scale 0.75-1.25 with p=0.5 and rotation +-30 degrees with p=0.5, the same
-  warp for image (bilinear) and labels (nearest).
+  warp for image (bilinear) and labels (nearest). Not in the paper, on by default: gamma
+  0.7-1.5 and contrast 0.5-1.6 (each p=0.5, :func:`tone_params`), since one scanner's or
+  patient's blood pool can sit at twice another's z-score and a channel learned from a few
+  patients of one dataset otherwise fails on the others.
 * Strong views (student): the weak view plus intensity jitter (contrast, brightness, Gaussian
   noise, blur), then CutMix: a box of 2-40 % of the image area, aspect ratio 0.3-3.33, pasted
   from another sample of the batch into image, labels and labeled-channel masks alike.
@@ -62,6 +65,47 @@ def apply_affine(
     out = F.grid_sample(labels.float(), grid, mode="nearest", padding_mode="zeros",
                         align_corners=False)
     return warped, out
+
+
+@dataclass
+class ToneParams:
+    """Per-sample gamma and contrast of the weak view (1 = unchanged)."""
+
+    gamma: torch.Tensor
+    contrast: torch.Tensor
+
+
+def tone_params(
+    batch: int,
+    *,
+    gamma: tuple[float, float] = (0.7, 1.5),
+    contrast: tuple[float, float] = (0.5, 1.6),
+    p: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> ToneParams:
+    """Draw gamma and contrast factors, each applied with probability ``p`` (log-uniform)."""
+
+    def draw(low: float, high: float) -> torch.Tensor:
+        value = torch.exp(_uniform(batch, math.log(low), math.log(high), generator))
+        return torch.where(torch.rand(batch, generator=generator) < p, value,
+                           torch.ones(batch))
+
+    return ToneParams(gamma=draw(*gamma), contrast=draw(*contrast))
+
+
+def apply_tone(params: ToneParams, image: torch.Tensor) -> torch.Tensor:
+    """Gamma on each sample's own ``[min, max]`` range, then contrast about its mean.
+
+    ``(B, 1, H, W)`` images; an unchanged sample (both factors 1) comes back as it was.
+    """
+    view = (-1, 1, 1, 1)
+    dev = image.device
+    low = image.amin(dim=(1, 2, 3), keepdim=True)
+    span = (image.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-6)
+    unit = ((image - low) / span).clamp(0, 1)
+    out = unit ** params.gamma.view(view).to(dev, image.dtype) * span + low
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return (out - mean) * params.contrast.view(view).to(dev, image.dtype) + mean
 
 
 @dataclass

@@ -53,8 +53,10 @@ from sparseseg.ltuda.augment import (
     apply_affine,
     apply_cutmix,
     apply_intensity,
+    apply_tone,
     cutmix_params,
     intensity_params,
+    tone_params,
     weak_params,
 )
 from sparseseg.ltuda.classify import organs_to_classes
@@ -101,6 +103,7 @@ class TrainSettings:
     seed: int = 0
     dice: bool = False
     precision: str = "auto"  # fp32, bf16 or auto (sparseseg.precision)
+    tone: bool = True  # gamma/contrast in the weak view (not the paper's; augment.tone_params)
     extra: dict = field(default_factory=dict)
 
 
@@ -301,8 +304,7 @@ class Trainer(ResumableTrainer):
              m: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of a batch and its terms (stage 2 also moves the prototypes)."""
         model, g = self.model, self.generator
-        theta = weak_params(x.shape[0], generator=g)
-        xw, yw = apply_affine(theta, x, y)
+        xw, yw = self.weak_view(x, y)
         model.train()
         logits_w, _ = self._forward(model, xw)
         dice = self.settings.dice
@@ -332,6 +334,14 @@ class Trainer(ResumableTrainer):
             if self.stage == 2:
                 terms["proto"] = loss_proto.item()
         return loss, terms
+
+    def weak_view(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weak view of a batch: affine warp, then (``settings.tone``) gamma/contrast."""
+        g = self.generator
+        xw, yw = apply_affine(weak_params(x.shape[0], generator=g), x, y)
+        if self.settings.tone:
+            xw = apply_tone(tone_params(x.shape[0], generator=g), xw)
+        return xw, yw
 
     def warming_up(self) -> bool:
         """Whether the step under way is in the warm-up (partial labels only, no teacher).
@@ -455,7 +465,7 @@ class Trainer(ResumableTrainer):
         embs, targets, gts = [], [], []
         for _ in range(n_batches):
             x, y, m = (t.to(dev) for t in self.sampler.batch())
-            xw, yw = apply_affine(weak_params(x.shape[0], generator=self.generator), x, y)
+            xw, yw = self.weak_view(x, y)
             teacher = self.teacher if self.teacher is not None else model.unet
             pseudo = merge_pseudo_labels(torch.sigmoid(teacher(xw)[0]), yw, m)
             _, features = model(xw)
