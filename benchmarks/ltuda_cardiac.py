@@ -187,14 +187,19 @@ def fold_summary(rows: list[dict], runs: list[str]) -> str:
     lines = ["run | mean Dice over folds | sd | per fold | minus partial (mean, sd, per fold)"]
     for run in runs:
         means = np.array([by[f, run]["mean"] for f in folds])
-        line = f"{run} | {means.mean():.4f} | {means.std(ddof=1):.4f} | " + " ".join(
+        line = f"{run} | {means.mean():.4f} | {_sd(means)} | " + " ".join(
             f"{m:.4f}" for m in means)
         if "partial" in runs and run != "partial":
             diff = means - np.array([by[f, "partial"]["mean"] for f in folds])
-            line += f" | {diff.mean():+.4f}, {diff.std(ddof=1):.4f}, " + " ".join(
+            line += f" | {diff.mean():+.4f}, {_sd(diff)}, " + " ".join(
                 f"{d:+.4f}" for d in diff)
         lines.append(line)
     return "\n".join(lines)
+
+
+def _sd(values: np.ndarray) -> str:
+    """Sample standard deviation, or ``-`` for a single fold (it has none)."""
+    return f"{values.std(ddof=1):.4f}" if len(values) > 1 else "-"
 
 
 def prediction_figure(path: Path, case: Case, runs: list[str], work: Path) -> Path:

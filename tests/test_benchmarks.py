@@ -175,6 +175,9 @@ def test_ltuda_cardiac_fold_summary_pairs_each_fold_with_partial():
     assert lines[1].startswith("partial | 0.6500 |")
     assert lines[2].startswith("ltuda | 0.7100 |")
     assert "| +0.0600, 0.0566, +0.1000 +0.0200" in lines[2]
+    single = fold_summary(rows[:2], ["partial", "ltuda"]).splitlines()
+    assert single[1] == "partial | 0.7000 | - | 0.7000"
+    assert single[2] == "ltuda | 0.8000 | - | 0.8000 | +0.1000, -, +0.1000"
 
 
 def test_ltuda_cardiac_folds(tmp_path):
