@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._jobs import run_jobs
+from benchmarks._tables import write_csv
 from sparseseg.io import Case, read_label, read_volume, write_volume
 
 
@@ -114,11 +114,8 @@ def run_methods(runs: dict[str, tuple[list, str]], test: Sequence[Case],
     rows = run_jobs(train_and_evaluate,
                     [((name, specs, method, list(test), organ_values, work), kwargs)
                      for name, (specs, method) in runs.items()], jobs)
+    write_csv(csv_path, rows)
     keys = list(rows[0])
-    with open(csv_path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
     header = " | ".join(f"{k:>14s}" for k in keys)
     print(header)
     for row in rows:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -185,18 +183,6 @@ def mean_by_distance(rows: Iterable[Mapping], *, bin_width: int, methods: Sequen
                 ns.append(len(sel))
         out[method] = (xs, ys, ns)
     return out
-
-
-def write_csv(path: Path, rows: Sequence[Mapping]) -> Path:
-    """Write rows (dicts with the same keys) as CSV."""
-    if not rows:
-        logging.warning("%s: no rows to write", path)
-        return path
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def mean_table(rows: Sequence[Mapping], keys: Sequence[str],

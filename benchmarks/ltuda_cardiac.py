@@ -25,7 +25,6 @@ summary give each run's mean over the folds and its paired difference to ``parti
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import re
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._ltuda_common import run_methods, write_subset
+from benchmarks._tables import write_csv
 from sparseseg.io import Case
 
 STRUCTURES = {"right_ventricle": 1, "myocardium": 2, "left_ventricle": 3}
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                                   fold_csv)
             rows += [{"fold": fold, **r} for r in fold_rows]
     folds_csv = csv_path.with_name(f"{csv_path.stem}_folds.csv")
-    write_rows(folds_csv, rows)
+    write_csv(folds_csv, rows)
     print(fold_summary(rows, wanted))
     print(f"wrote {folds_csv}")
     return 0
@@ -166,14 +166,6 @@ def run_split(args: argparse.Namespace, wanted: list[str], of: Callable[[list[st
                        seed=args.seed, csv_path=csv_path, loss=args.loss,
                        strong_views=args.strong_views, jobs=args.jobs, threads=args.threads,
                        ema=args.ema, precision=args.precision, tone=args.tone)
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Rows (dicts with the same keys) as a CSV table."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def fold_summary(rows: list[dict], runs: list[str]) -> str:

@@ -40,8 +40,8 @@ from benchmarks._oneseg_common import (
     organ_starts,
     propagate,
     train_model,
-    write_csv,
 )
+from benchmarks._tables import write_csv
 from sparseseg import oneseg
 from sparseseg.io import find_cases, read_label, read_volume
 from sparseseg.io.dataset import read_dataset_json

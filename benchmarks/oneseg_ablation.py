@@ -46,8 +46,8 @@ from benchmarks._oneseg_common import (
     propagate,
     start_slices,
     train_model,
-    write_csv,
 )
+from benchmarks._tables import write_csv
 from sparseseg.io import Case, read_label, read_volume
 from sparseseg.metrics import chaos_metrics
 from sparseseg.oneseg.model import OneSegModel

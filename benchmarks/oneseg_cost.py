@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from benchmarks import _plot
+from benchmarks._tables import write_csv
 
 WORKER = r"""
 import json, resource, sys, time
@@ -217,10 +218,7 @@ def main() -> None:
         for r in train_rows:
             print(f"{r['trainer']:<8} {r['method']:<15} {r['precision']:<9} {r['batch']:>5} "
                   f"{r['steps_per_s']:8.2f} {r['slices_per_s']:9.1f}")
-        with open(out / "training_throughput.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(train_rows[0]))
-            writer.writeheader()
-            writer.writerows(train_rows)
+        write_csv(out / "training_throughput.csv", train_rows)
 
 
 if __name__ == "__main__":
