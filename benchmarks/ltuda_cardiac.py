@@ -97,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown run(s): {unknown}")
     if args.folds < 1 or args.folds > len(order) // 2:
         parser.error(f"--folds must be 1..{len(order) // 2}")
+    only = set(range(args.folds))
+    if args.only_folds:
+        try:
+            only = {int(f) for f in args.only_folds.split(",") if f.strip()}
+        except ValueError:
+            parser.error(f"--only-folds: not a list of fold numbers: {args.only_folds!r}")
+        if not only or not only <= set(range(args.folds)):
+            parser.error(f"--only-folds takes folds 0..{args.folds - 1} (0-based)")
 
     def of(names: list[str]) -> list:
         return [c for c in cases if re.sub(r"_frame\d+$", "", c.name) in names]
@@ -110,14 +118,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {csv_path} and {png}")
             return 0
         rows = []
-        only = set(range(args.folds))
-        if args.only_folds:
-            try:
-                only = {int(f) for f in args.only_folds.split(",") if f.strip()}
-            except ValueError:
-                parser.error(f"--only-folds: not a list of fold numbers: {args.only_folds!r}")
-            if not only or not only <= set(range(args.folds)):
-                parser.error(f"--only-folds takes folds 0..{args.folds - 1} (0-based)")
         for fold, (test_p, train_p) in enumerate(patient_folds(order, args.folds)):
             if fold not in only:
                 continue
