@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,27 +99,70 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
 
 
 def run_methods(runs: dict[str, tuple[list, str]], test: Sequence[Case],
-                organ_values: dict[str, int], work: Path, *, minutes: float, size: int,
-                base_channels: int, seed: int, csv_path: Path,
-                loss: str = "bce", components: dict[str, int] | None = None,
-                strong_views: int = 2, jobs: int = 1, threads: int = 1,
-                ema: float = 0.999, precision: str = "auto", tone: bool = True) -> list[dict]:
+                organ_values: dict[str, int], work: Path, *, csv_path: Path, jobs: int = 1,
+                **options: object) -> list[dict]:
     """Train each run (name -> (dataset specs, method)), evaluate, print and save a table.
 
-    With ``jobs`` > 1 that many runs train at once, each in its own process with ``threads``
-    torch threads (two 1-thread runs side by side on 2 cores get the same CPU each).
+    ``options`` are :func:`train_and_evaluate`'s keyword arguments (``minutes``, ``size``,
+    ``base_channels``, ``seed``, ``loss``, ...). With ``jobs`` > 1 that many runs train at once,
+    each in its own process with ``threads`` torch threads (two 1-thread runs side by side on
+    2 cores get the same CPU each).
+    """
+    return run_groups([RunGroup(runs, test, work, csv_path)], organ_values, jobs=jobs,
+                      **options)[0]
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """Runs that share a test set, a work folder and a table (e.g. one cross-validation fold).
+
+    Attributes:
+        runs: Run name -> (dataset specs, method).
+        test: Test cases with full labels.
+        work: Models go to ``work/model_NAME``, predictions to ``work/pred_NAME``.
+        csv_path: The group's table.
+    """
+
+    runs: dict[str, tuple[list, str]]
+    test: Sequence[Case]
+    work: Path
+    csv_path: Path
+
+
+def run_groups(groups: Sequence[RunGroup], organ_values: dict[str, int], *, jobs: int = 1,
+               minutes: float, size: int, base_channels: int, seed: int,
+               loss: str = "bce", components: dict[str, int] | None = None,
+               strong_views: int = 2, threads: int = 1, ema: float = 0.999,
+               precision: str = "auto", tone: bool = True) -> list[list[dict]]:
+    """Train and evaluate the runs of several groups as one pool of ``jobs`` workers.
+
+    All runs of all groups share the pool, so ``jobs`` runs train at once even where one group
+    holds fewer runs (a cross-validation of a single method keeps both cores busy). Each
+    group's table is written and printed once every run has finished.
+
+    Returns:
+        Each group's rows, in the order of ``groups`` and of each group's runs.
     """
     kwargs = {"minutes": minutes, "size": size, "base_channels": base_channels, "seed": seed,
               "loss": loss, "components": components, "strong_views": strong_views,
               "threads": threads, "ema": ema, "precision": precision, "tone": tone}
-    rows = run_jobs(train_and_evaluate,
-                    [((name, specs, method, list(test), organ_values, work), kwargs)
-                     for name, (specs, method) in runs.items()], jobs)
-    write_csv(csv_path, rows)
+    calls = [((name, specs, method, list(g.test), organ_values, g.work), kwargs)
+             for g in groups for name, (specs, method) in g.runs.items()]
+    flat = iter(run_jobs(train_and_evaluate, calls, jobs))
+    tables = []
+    for g in groups:
+        rows = [next(flat) for _ in g.runs]
+        write_csv(g.csv_path, rows)
+        print(format_rows(rows))
+        tables.append(rows)
+    return tables
+
+
+def format_rows(rows: Sequence[dict]) -> str:
+    """The rows as a plain-text table, one ``|``-separated line per row under a header."""
     keys = list(rows[0])
-    header = " | ".join(f"{k:>14s}" for k in keys)
-    print(header)
+    lines = [" | ".join(f"{k:>14s}" for k in keys)]
     for row in rows:
-        print(" | ".join(f"{v:>14.4f}" if isinstance(v, float) else f"{v!s:>14s}"
-                         for v in row.values()))
-    return rows
+        lines.append(" | ".join(f"{v:>14.4f}" if isinstance(v, float) else f"{v!s:>14s}"
+                                for v in row.values()))
+    return "\n".join(lines)

@@ -16,7 +16,8 @@ Usage (four 13-minute runs, two at a time with one thread each: about 30 minutes
 
 Cross-validation (``--folds 4``: every patient is a test patient once; each fold trains on the
 others and writes ``ltuda_cardiac_foldK.csv``; ``ltuda_cardiac_folds.csv`` and the printed
-summary give each run's mean over the folds and its paired difference to ``partial``)::
+summary give each run's mean over the folds and its paired difference to ``partial``). The runs
+of all folds share the ``--jobs`` workers, so a single method's folds also train two at a time::
 
     python -m benchmarks.ltuda_cardiac --minutes 12 --strong-views 1 --folds 4 \
         --methods partial,ltuda
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._ltuda_common import run_methods, write_subset
+from benchmarks._ltuda_common import RunGroup, run_groups, run_methods, write_subset
 from benchmarks._tables import write_csv
 from sparseseg.io import Case
 
@@ -113,19 +114,26 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work) if args.work else Path(tmp)
         if args.folds == 1:
             test_p, train_p = order[: args.test_patients], order[args.test_patients:]
-            run_split(args, wanted, of, test_p, train_p, work, csv_path)
+            print(f"test patients {len(test_p)}, ", end="")
+            run_methods(split_runs(wanted, of, train_p, work, args), of(test_p), STRUCTURES,
+                        work, csv_path=csv_path, jobs=args.jobs, **run_options(args))
             png = prediction_figure(out / "ltuda_cardiac.png", of(test_p)[0], wanted, work)
             print(f"wrote {csv_path} and {png}")
             return 0
-        rows = []
+        groups = []
         for fold, (test_p, train_p) in enumerate(patient_folds(order, args.folds)):
             if fold not in only:
                 continue
-            print(f"fold {fold} (of 0..{args.folds - 1})", flush=True)
-            fold_csv = csv_path.with_name(f"{csv_path.stem}_fold{fold}.csv")
-            fold_rows = run_split(args, wanted, of, test_p, train_p, work / f"fold{fold}",
-                                  fold_csv)
-            rows += [{"fold": fold, **r} for r in fold_rows]
+            fold_work = work / f"fold{fold}"
+            print(f"fold {fold} (of 0..{args.folds - 1}): test patients {len(test_p)}, ",
+                  end="")
+            groups.append((fold, RunGroup(split_runs(wanted, of, train_p, fold_work, args),
+                                          of(test_p), fold_work,
+                                          csv_path.with_name(f"{csv_path.stem}_fold{fold}.csv"))))
+        tables = run_groups([g for _, g in groups], STRUCTURES, jobs=args.jobs,
+                            **run_options(args))
+        rows = [{"fold": fold, **r} for (fold, _), table in zip(groups, tables, strict=True)
+                for r in table]
     folds_csv = csv_path.with_name(f"{csv_path.stem}_folds.csv")
     write_csv(folds_csv, rows)
     print(fold_summary(rows, wanted))
@@ -140,9 +148,10 @@ def patient_folds(patients: list[str], folds: int) -> list[tuple[list[str], list
     return [(test, [p for p in patients if p not in test]) for test in tests]
 
 
-def run_split(args: argparse.Namespace, wanted: list[str], of: Callable[[list[str]], list],
-              test_p: list[str], train_p: list[str], work: Path, csv_path: Path) -> list[dict]:
-    """Write the partial subsets of ``train_p``, train every wanted run, test on ``test_p``."""
+def split_runs(wanted: list[str], of: Callable[[list[str]], list], train_p: list[str],
+               work: Path, args: argparse.Namespace) -> dict[str, tuple[list, str]]:
+    """Write the partial subsets and the fully labeled set of ``train_p`` under ``work``;
+    return the wanted runs (name -> (dataset specs, method))."""
     from sparseseg.ltuda import DatasetSpec
 
     work.mkdir(parents=True, exist_ok=True)
@@ -160,12 +169,16 @@ def run_split(args: argparse.Namespace, wanted: list[str], of: Callable[[list[st
         "full": (full_spec, "partial"),
     }
     print(f"train patients {len(train_p)} ({[len(g) for g in groups]} per subset), "
-          f"test patients {len(test_p)}, {args.minutes} min per run", flush=True)
-    return run_methods({m: catalogue[m] for m in wanted}, of(test_p), STRUCTURES, work,
-                       minutes=args.minutes, size=args.size, base_channels=args.base_channels,
-                       seed=args.seed, csv_path=csv_path, loss=args.loss,
-                       strong_views=args.strong_views, jobs=args.jobs, threads=args.threads,
-                       ema=args.ema, precision=args.precision, tone=args.tone)
+          f"{args.minutes} min per run", flush=True)
+    return {m: catalogue[m] for m in wanted}
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """Training options of every run (:func:`benchmarks._ltuda_common.run_groups`)."""
+    return {"minutes": args.minutes, "size": args.size, "base_channels": args.base_channels,
+            "seed": args.seed, "loss": args.loss, "strong_views": args.strong_views,
+            "threads": args.threads, "ema": args.ema, "precision": args.precision,
+            "tone": args.tone}
 
 
 def fold_summary(rows: list[dict], runs: list[str]) -> str:

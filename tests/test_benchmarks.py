@@ -201,3 +201,27 @@ def test_ltuda_cardiac_refuses_folds_out_of_range(tmp_path):
     assert done.returncode == 2
     assert "--only-folds takes folds 0..3" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_ltuda_run_groups_share_one_pool_and_keep_each_groups_table(tmp_path, monkeypatch):
+    import benchmarks._ltuda_common as common
+
+    trained = []
+
+    def fake(name, specs, method, test, organ_values, work, **kwargs):
+        trained.append((work.name, name))
+        return {"run": name, "method": method, "mean": float(len(trained))}
+
+    monkeypatch.setattr(common, "train_and_evaluate", fake)
+    groups = [common.RunGroup({"full": ([], "partial")}, [], tmp_path / f"fold{k}",
+                              tmp_path / f"fold{k}.csv") for k in (0, 2)]
+    groups.append(common.RunGroup({"partial": ([], "partial"), "ltuda": ([], "ltuda")}, [],
+                                  tmp_path / "fold3", tmp_path / "fold3.csv"))
+    tables = common.run_groups(groups, {"organ": 1}, jobs=1, minutes=0.1, size=32,
+                               base_channels=4, seed=0)
+    assert trained == [("fold0", "full"), ("fold2", "full"), ("fold3", "partial"),
+                       ("fold3", "ltuda")]
+    assert [[r["run"] for r in t] for t in tables] == [["full"], ["full"], ["partial", "ltuda"]]
+    assert [r["mean"] for r in tables[2]] == [3.0, 4.0]
+    assert [r["run"] for r in read_rows(tmp_path / "fold3.csv")] == ["partial", "ltuda"]
+    assert read_rows(tmp_path / "fold2.csv")[0]["mean"] == "2.0"
