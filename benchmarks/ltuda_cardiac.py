@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = Path(args.csv) if args.csv else out / "ltuda_cardiac.csv"
     cases = find_cases(args.data, with_labels=True)
-    patients = sorted({re.sub(r"_frame\d+$", "", c.name) for c in cases})
-    rng = np.random.default_rng(args.seed)
-    order = [patients[i] for i in rng.permutation(len(patients))]
+    order = patient_order(cases, args.seed)
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in ("partial", "cda", "ltuda", "full")]
     if unknown:
@@ -108,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--only-folds takes folds 0..{args.folds - 1} (0-based)")
 
     def of(names: list[str]) -> list:
-        return [c for c in cases if re.sub(r"_frame\d+$", "", c.name) in names]
+        return [c for c in cases if patient_of(c) in names]
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
@@ -139,6 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     print(fold_summary(rows, wanted))
     print(f"wrote {folds_csv}")
     return 0
+
+
+def patient_of(case: Case) -> str:
+    """The patient of a Cardiac case (``patient001_frame01`` -> ``patient001``)."""
+    return re.sub(r"_frame\d+$", "", case.name)
+
+
+def patient_order(cases: list[Case], seed: int) -> list[str]:
+    """The patients of ``cases`` in the seed's random order (the first ones test)."""
+    patients = sorted({patient_of(c) for c in cases})
+    rng = np.random.default_rng(seed)
+    return [patients[i] for i in rng.permutation(len(patients))]
 
 
 def patient_folds(patients: list[str], folds: int) -> list[tuple[list[str], list[str]]]:

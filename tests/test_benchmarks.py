@@ -225,3 +225,20 @@ def test_ltuda_run_groups_share_one_pool_and_keep_each_groups_table(tmp_path, mo
     assert [r["mean"] for r in tables[2]] == [3.0, 4.0]
     assert [r["run"] for r in read_rows(tmp_path / "fold3.csv")] == ["partial", "ltuda"]
     assert read_rows(tmp_path / "fold2.csv")[0]["mean"] == "2.0"
+
+
+def test_joined_cardiac_propagates_one_slice_per_volume_then_trains(tmp_path):
+    data = needs("Cardiac")
+    out = run_benchmark("joined_cardiac", "--data", str(data), "--oneseg-minutes", "0.05",
+                        "--oneseg-size", "64", "--minutes", "0.02", "--size", "32",
+                        "--base-channels", "4", "--train-patients", "3", "--test-patients", "2",
+                        "--labels", "propagated", "--out", str(tmp_path))
+    prop = read_rows(tmp_path / "joined_cardiac_propagation.csv")
+    # 3 training patients, one per structure, 2 frames each: 6 volumes, one slice each
+    assert sorted({r["structure"] for r in prop}) == ["left_ventricle", "myocardium",
+                                                      "right_ventricle"]
+    assert len(prop) == 6
+    assert all(0 <= float(r["dice"]) <= 1 and int(r["truth_slices"]) >= 1 for r in prop)
+    runs = read_rows(tmp_path / "joined_cardiac.csv")
+    assert [r["run"] for r in runs] == ["partial_propagated", "ltuda_propagated"]
+    assert "slices annotated" in out and "propagation DICE" in out
