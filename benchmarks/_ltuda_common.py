@@ -15,10 +15,17 @@ from benchmarks._tables import write_csv
 from sparseseg.io import Case, read_label, read_volume, write_volume
 
 
-def write_subset(folder: Path, cases: Sequence[Case], keep: Sequence[int] | None) -> Path:
-    """Write ``cases`` as an nnU-Net dataset, zeroing every label value not in ``keep``."""
+def dataset_folder(folder: Path) -> Path:
+    """An empty nnU-Net dataset: ``imagesTr/``, ``labelsTr/`` and a minimal ``dataset.json``."""
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0}}) + "\n")
+    return folder
+
+
+def write_subset(folder: Path, cases: Sequence[Case], keep: Sequence[int] | None) -> Path:
+    """Write ``cases`` as an nnU-Net dataset, zeroing every label value not in ``keep``."""
+    dataset_folder(folder)
     for case in cases:
         image = read_volume(case.image)
         label = read_label(case.label)
@@ -27,7 +34,6 @@ def write_subset(folder: Path, cases: Sequence[Case], keep: Sequence[int] | None
             arr[~np.isin(arr, keep)] = 0
         write_volume(folder / "imagesTr" / f"{case.name}_0000.nii.gz", image.array, image)
         write_volume(folder / "labelsTr" / f"{case.name}.nii.gz", arr, label)
-    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0}}) + "\n")
     return folder
 
 
@@ -70,9 +76,9 @@ def evaluate(model: Path, test: Sequence[Case], organ_values: dict[str, int],
 
 def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case],
                        organ_values: dict[str, int], work: Path, *, minutes: float, size: int,
-                       base_channels: int, seed: int, loss: str,
-                       components: dict[str, int] | None, strong_views: int,
-                       threads: int, ema: float = 0.999, precision: str = "auto",
+                       base_channels: int, seed: int, loss: str = "bce",
+                       components: dict[str, int] | None = None, strong_views: int = 2,
+                       threads: int = 1, ema: float = 0.999, precision: str = "auto",
                        tone: bool = True) -> dict:
     """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row.
 
@@ -130,12 +136,10 @@ class RunGroup:
 
 
 def run_groups(groups: Sequence[RunGroup], organ_values: dict[str, int], *, jobs: int = 1,
-               minutes: float, size: int, base_channels: int, seed: int,
-               loss: str = "bce", components: dict[str, int] | None = None,
-               strong_views: int = 2, threads: int = 1, ema: float = 0.999,
-               precision: str = "auto", tone: bool = True) -> list[list[dict]]:
+               **options: object) -> list[list[dict]]:
     """Train and evaluate the runs of several groups as one pool of ``jobs`` workers.
 
+    ``options`` are :func:`train_and_evaluate`'s keyword arguments, the same for every run.
     All runs of all groups share the pool, so ``jobs`` runs train at once even where one group
     holds fewer runs (a cross-validation of a single method keeps both cores busy). Each
     group's table is written and printed once every run has finished.
@@ -143,10 +147,7 @@ def run_groups(groups: Sequence[RunGroup], organ_values: dict[str, int], *, jobs
     Returns:
         Each group's rows, in the order of ``groups`` and of each group's runs.
     """
-    kwargs = {"minutes": minutes, "size": size, "base_channels": base_channels, "seed": seed,
-              "loss": loss, "components": components, "strong_views": strong_views,
-              "threads": threads, "ema": ema, "precision": precision, "tone": tone}
-    calls = [((name, specs, method, list(g.test), organ_values, g.work), kwargs)
+    calls = [((name, specs, method, list(g.test), organ_values, g.work), options)
              for g in groups for name, (specs, method) in g.runs.items()]
     flat = iter(run_jobs(train_and_evaluate, calls, jobs))
     tables = []

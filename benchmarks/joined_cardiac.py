@@ -29,10 +29,21 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._ltuda_common import RunGroup, dice, run_groups, write_subset
+from benchmarks._ltuda_common import (
+    RunGroup,
+    dataset_folder,
+    dice,
+    run_groups,
+)
 from benchmarks._oneseg_common import format_table, one_slice, slice_areas
 from benchmarks._tables import write_csv
-from benchmarks.ltuda_cardiac import STRUCTURES, patient_of, patient_order
+from benchmarks.ltuda_cardiac import (
+    STRUCTURES,
+    patient_of,
+    patient_order,
+    split_runs,
+    structure_subsets,
+)
 from sparseseg.io import Case
 
 RUNS = ("partial", "ltuda")
@@ -77,13 +88,10 @@ def propagate_subset(model: object, folder: Path, cases: list[Case], value: int,
     Returns one row per case: the annotated slice, the slices the true label covers, the
     propagation's 3D Dice against the true label and its seconds.
     """
-    import json
-
     from sparseseg import oneseg
     from sparseseg.io import read_label, read_volume, write_volume
 
-    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    dataset_folder(folder)
     rows = []
     for case in cases:
         image, label = read_volume(case.image), read_label(case.label)
@@ -102,7 +110,6 @@ def propagate_subset(model: object, folder: Path, cases: list[Case], value: int,
                      "truth_slices": int((areas > 0).sum()),
                      "predicted_slices": int((slice_areas(pred) > 0).sum()),
                      "dice": dice(pred, truth), "seconds": seconds})
-    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0}}) + "\n")
     return rows
 
 
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from sparseseg.ltuda import DatasetSpec
     from sparseseg.oneseg.model import OneSegModel
 
-    torch.set_num_threads(2 if args.jobs > 1 else args.threads)
+    torch.set_num_threads(args.threads * args.jobs)  # OneSeg trains alone, on every core
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     def of(names: list[str]) -> list[Case]:
         return [c for c in cases if patient_of(c) in names]
 
-    groups = [train_p[i::3] for i in range(3)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             oneseg_minutes = (time.monotonic() - start) / 60
             model = OneSegModel.load(work / "oneseg_model")
             prop_rows, specs = [], []
-            for (organ, value), names in zip(STRUCTURES.items(), groups, strict=True):
+            subsets = zip(STRUCTURES.items(), structure_subsets(train_p), strict=True)
+            for (organ, value), names in subsets:
                 folder = work / f"propagated_{organ}"
                 prop_rows += propagate_subset(model, folder, of(names), value, organ)
                 specs.append(DatasetSpec(folder, {organ: [value]}))
@@ -156,10 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("dice", "propagation DICE", ".3f")]), flush=True)
             runs.update({f"{m}_propagated": (specs, m) for m in RUNS})
         if "true" in args.kinds:
-            specs = [DatasetSpec(write_subset(work / f"true_{organ}", of(names), [value]),
-                                 {organ: [value]})
-                     for (organ, value), names in zip(STRUCTURES.items(), groups, strict=True)]
-            runs.update({f"{m}_true": (specs, m) for m in RUNS})
+            true_runs = split_runs(list(RUNS), of, train_p, work / "true", args)
+            runs.update({f"{m}_true": run for m, run in true_runs.items()})
         print(f"training {len(runs)} runs of {args.minutes} min on {len(train_p)} patients, "
               f"testing on {len(test_p)}", flush=True)
         run_groups([RunGroup(runs, of(test_p), work, out / "joined_cardiac.csv")], STRUCTURES,

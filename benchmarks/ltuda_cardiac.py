@@ -158,26 +158,32 @@ def patient_folds(patients: list[str], folds: int) -> list[tuple[list[str], list
     return [(test, [p for p in patients if p not in test]) for test in tests]
 
 
+def structure_subsets(train_p: list[str]) -> list[list[str]]:
+    """The training patients of each single-structure subset, in the order of STRUCTURES."""
+    return [train_p[i::len(STRUCTURES)] for i in range(len(STRUCTURES))]
+
+
 def split_runs(wanted: list[str], of: Callable[[list[str]], list], train_p: list[str],
                work: Path, args: argparse.Namespace) -> dict[str, tuple[list, str]]:
-    """Write the partial subsets and the fully labeled set of ``train_p`` under ``work``;
-    return the wanted runs (name -> (dataset specs, method))."""
+    """Write the partial subsets of ``train_p`` under ``work`` (and its fully labeled set when
+    ``full`` is wanted); return the wanted runs (name -> (dataset specs, method))."""
     from sparseseg.ltuda import DatasetSpec
 
     work.mkdir(parents=True, exist_ok=True)
-    groups = [train_p[i::3] for i in range(3)]
+    groups = structure_subsets(train_p)
     partial_specs = []
     for (organ, value), names in zip(STRUCTURES.items(), groups, strict=True):
         folder = write_subset(work / f"partial_{organ}", of(names), [value])
         partial_specs.append(DatasetSpec(folder, {organ: [value]}))
-    full = write_subset(work / "full", of(train_p), None)
-    full_spec = [DatasetSpec(full, {o: [v] for o, v in STRUCTURES.items()})]
     catalogue = {
         "partial": (partial_specs, "partial"),
         "cda": (partial_specs, "cda"),
         "ltuda": (partial_specs, "ltuda"),
-        "full": (full_spec, "partial"),
     }
+    if "full" in wanted:
+        full = write_subset(work / "full", of(train_p), None)
+        catalogue["full"] = ([DatasetSpec(full, {o: [v] for o, v in STRUCTURES.items()})],
+                             "partial")
     print(f"train patients {len(train_p)} ({[len(g) for g in groups]} per subset), "
           f"{args.minutes} min per run", flush=True)
     return {m: catalogue[m] for m in wanted}

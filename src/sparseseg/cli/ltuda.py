@@ -130,9 +130,8 @@ def _train(args: argparse.Namespace) -> int:
         "strong_views": args.strong_views,
         "proto_pixels": args.proto_pixels,
         "ema": args.ema,
+        "tone_augmentation": args.tone_augmentation,
     }
-    if not args.tone_augmentation:
-        options["tone_augmentation"] = False
     train(
         output=args.output,
         datasets=datasets,
