@@ -242,3 +242,34 @@ def test_joined_cardiac_propagates_one_slice_per_volume_then_trains(tmp_path):
     runs = read_rows(tmp_path / "joined_cardiac.csv")
     assert [r["run"] for r in runs] == ["partial_propagated", "ltuda_propagated"]
     assert "slices annotated" in out and "propagation DICE" in out
+
+
+def test_annotation_curve_adds_slices_by_each_strategy(tmp_path):
+    data = needs("AbdomenTS")
+    out = run_benchmark("annotation_curve", "--dataset", "abdomen", "--data", str(data),
+                        "--max-time", "0", "--epochs", "1", "--pairs-per-epoch", "8",
+                        "--size", "32", "--labels", "5", "--limit", "1", "--slices", "3",
+                        "--methods", "oneseg,interpolation", "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "annotation_curve_abdomen.csv")
+    assert "interpolation" in out and "2 slices" in out
+    for strategy in ("suggest", "uniform", "random"):
+        oneseg_rows = [r for r in rows if (r["method"], r["strategy"]) == ("oneseg", strategy)]
+        assert [int(r["n"]) for r in oneseg_rows] == [1, 2, 3]
+        # Nested: each step adds one slice to the previous ones (uniform re-spaces them).
+        sizes = [len(r["slices"].split()) for r in oneseg_rows]
+        assert sizes == [1, 2, 3]
+        interp = [r for r in rows if (r["method"], r["strategy"]) == ("interpolation", strategy)]
+        assert [int(r["n"]) for r in interp] == [2, 3]  # interpolation needs 2 slices
+        # Interpolation is scored on the same slices as OneSeg.
+        assert [r["slices"] for r in interp] == [r["slices"] for r in oneseg_rows[1:]]
+    suggested = [r["slices"] for r in rows if r["strategy"] == "suggest"]
+    assert suggested[0].split()[0] in suggested[2].split()
+    assert (tmp_path / "annotation_curve_abdomen.png").stat().st_size > 0
+
+
+def test_uniform_slices_are_centres_of_equal_parts():
+    from benchmarks.annotation_curve import uniform_slices
+
+    assert uniform_slices(10, 19, 1) == [15]
+    assert uniform_slices(10, 19, 2) == [12, 17]
+    assert uniform_slices(0, 2, 5) == [0, 1, 2]  # fewer slices than asked: each once

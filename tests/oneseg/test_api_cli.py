@@ -135,10 +135,23 @@ def test_cli_bad_inputs_exit_2_without_output(tiny_model, phantom_folder, tmp_pa
     two[5:9, 5:9, 3] = 1
     two[5:9, 5:9, 7] = 1
     write_volume(tmp_path / "two.nii.gz", two, image)
+    other_grid = Volume(two, tuple(s * 2 for s in image.spacing), image.origin, image.direction)
+    write_volume(tmp_path / "other_grid.nii.gz", two, other_grid)
+    one, other = np.zeros(image.shape[:2], np.uint8), np.zeros(image.shape[:2], np.uint8)
+    one[5:9, 5:9], other[6:10, 6:10] = 1, 1
+    plane = Volume(one, (1.0, 1.0), (0.0, 0.0), np.eye(2))
+    write_volume(tmp_path / "one.nii.gz", one, plane)
+    write_volume(tmp_path / "other.nii.gz", other, plane)
     base = ["oneseg", "propagate", "-m", str(tiny_model), "-i", str(image_path), "-o", str(out)]
     cases = [
         (base + ["-a", str(empty)], "no labeled slice"),
-        (base + ["-a", str(tmp_path / "two.nii.gz")], "labels on 2 slices"),
+        (base + ["-a", str(tmp_path / "other_grid.nii.gz")], "geometry"),
+        (base + ["-a", str(tmp_path / "one.nii.gz"), str(tmp_path / "other.nii.gz"),
+                 "--slice", "4", "--slice", "4"], "slice 4 is annotated twice"),
+        (base + ["-a", str(tmp_path / "one.nii.gz"), str(tmp_path / "other.nii.gz"),
+                 "--slice", "4"], "one --slice per file"),
+        (base + ["-a", str(tmp_path / "one.nii.gz"), "--slice", "4", "--method",
+                 "interpolation"], "at least 2 annotated slices"),
         (base + ["-a", str(tmp_path / "missing.nii.gz")], "no such file"),
         (
             [
@@ -159,6 +172,11 @@ def test_cli_bad_inputs_exit_2_without_output(tiny_model, phantom_folder, tmp_pa
             ["oneseg", "select", "-m", str(tiny_model), "-i", str(empty.parent / "x.png")],
             "no such file",
         ),
+        (["oneseg", "suggest", "-m", str(tiny_model), "-i", str(image_path), "-a", str(empty)],
+         "no labeled slice"),
+        (["oneseg", "suggest", "-i", str(image_path), "-a", str(tmp_path / "two.nii.gz"),
+          "--method", "copy", "--confidence", str(tmp_path / "no_dir" / "c.csv")],
+         "does not exist"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

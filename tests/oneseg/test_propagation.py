@@ -12,14 +12,31 @@ from scipy import ndimage
 from sparseseg import oneseg
 from sparseseg.io import Volume, read_label, read_volume
 from sparseseg.metrics import dice
+from sparseseg.oneseg.annotation import SliceAnnotation
+from sparseseg.oneseg.baselines import CopyPropagator, HardPropagator
 from sparseseg.oneseg.cleanup import largest_component, verify_slice
 from sparseseg.oneseg.model import OneSegModel
-from sparseseg.oneseg.propagation import chain_propagate, oneseg_step
+from sparseseg.oneseg.propagation import FUSIONS, OneSegPropagator, propagate_annotation
 
 
 def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
     ii, jj = np.indices(shape)
     return (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 <= radius**2
+
+
+class StepPropagator(HardPropagator):
+    """A hard-label propagator from a plain ``step(k, nxt, current)`` function."""
+
+    def __init__(self, step) -> None:
+        self.step = step
+
+    def scores(self, k, nxt, current, *, start):
+        return self.step(k, nxt, current)
+
+
+def _run(image, slices: dict, step, **kwargs) -> np.ndarray:
+    ann = SliceAnnotation(slices, n_slices=image.shape[2])
+    return propagate_annotation(image, ann, StepPropagator(step), **kwargs).labels
 
 
 def test_stop_rule_stops_where_label_vanishes_both_directions() -> None:
@@ -31,7 +48,7 @@ def test_stop_rule_stops_where_label_vanishes_both_directions() -> None:
         calls.append((k, nxt))
         return ndimage.binary_erosion(current > 0).astype(np.uint8)
 
-    out = chain_propagate(image, ann, 7, shrink, keep_largest=False)
+    out = _run(image, {7: ann}, shrink, keep_largest=False)
     filled = [k for k in range(15) if out[:, :, k].any()]
     assert 7 in filled and filled == list(range(filled[0], filled[-1] + 1))
     assert len(filled) < 15  # the label vanished before the volume ended
@@ -54,7 +71,7 @@ def test_vanished_label_never_comes_back_and_others_go_on() -> None:
             new[2:6, 2:6] = 1  # ...and the step tries to bring it back later
         return new
 
-    out = chain_propagate(image, ann, 4, drop_one, keep_largest=False)
+    out = _run(image, {4: ann}, drop_one, keep_largest=False)
     assert (out[:, :, 4] == ann).all()
     for k in range(9):
         if k != 4:
@@ -62,11 +79,106 @@ def test_vanished_label_never_comes_back_and_others_go_on() -> None:
             assert (out[:, :, k] == 2).sum() == 25
 
 
+def test_two_annotated_slices_fuse_by_distance_and_stay_exact() -> None:
+    """Between slices 2 and 10 the copy of slice 2's square wins up to the middle, then the
+    copy of slice 10's; beyond them each propagates outwards; both are kept exactly."""
+    image = np.zeros((20, 20, 13), np.float32)
+    low = np.zeros((20, 20), np.uint8)
+    low[2:8, 2:8] = 1
+    high = np.zeros((20, 20), np.uint8)
+    high[10:18, 10:18] = 1
+    out = _run(image, {2: low, 10: high}, lambda k, nxt, cur: cur.copy(), keep_largest=False,
+               fusion="distance")
+    assert (out[:, :, 2] == low).all() and (out[:, :, 10] == high).all()
+    for k in (0, 1, 3, 4, 5):
+        assert (out[:, :, k] == low).all(), k
+    for k in (7, 8, 9, 11, 12):
+        assert (out[:, :, k] == high).all(), k
+    # The default, union: between them both copies; beyond them each one alone.
+    out = _run(image, {2: low, 10: high}, lambda k, nxt, cur: cur.copy(), keep_largest=False)
+    for k in range(3, 10):
+        assert (out[:, :, k] == np.maximum(low, high)).all(), k
+    assert (out[:, :, 1] == low).all() and (out[:, :, 11] == high).all()
+
+
+def test_each_label_propagates_between_its_own_slices() -> None:
+    """Label 1 drawn on slices 2 and 10, label 2 on slice 6 only: label 2 is not cut off by
+    the slices where only label 1 is drawn, and label 1 is fused between its two slices."""
+    image = np.zeros((20, 20, 13), np.float32)
+    liver = np.zeros((20, 20), np.uint8)
+    liver[2:8, 2:8] = 1
+    spleen = np.zeros((20, 20), np.uint8)
+    spleen[12:18, 12:18] = 2
+    result = propagate_annotation(
+        image, SliceAnnotation({2: liver, 10: liver.copy(), 6: spleen}, n_slices=13),
+        StepPropagator(lambda k, nxt, cur: cur.copy()), keep_largest=False)
+    out = result.labels
+    for k in range(13):
+        assert (out[2:8, 2:8, k] == 1).all(), k  # label 1 everywhere (copied unchanged)
+        assert (out[12:18, 12:18, k] == 2).all(), k  # label 2 through slices 2 and 10 too
+    assert result.disagreement.sum() == 0  # both chains between 2 and 10 agree
+
+
+@pytest.mark.parametrize("fusion", ["union", "distance"])
+def test_a_slice_annotated_empty_stops_every_label(fusion: str) -> None:
+    image = np.zeros((10, 10, 12), np.float32)
+    a = np.zeros((10, 10), np.uint8)
+    a[2:5, 2:5], a[6:9, 6:9] = 1, 2
+    out = _run(image, {3: a, 8: np.zeros_like(a)}, lambda k, nxt, cur: cur.copy(),
+               keep_largest=False, fusion=fusion)
+    assert not out[:, :, 8:].any()  # nothing at or beyond the empty slice
+    assert (out[:, :, :4] == a[:, :, None]).all()  # below: copied outwards as usual
+    if fusion == "distance":  # the labels fade: kept near slice 3, gone near slice 8
+        assert (out[:, :, 5] == a).all() and not out[:, :, 6].any()
+    else:  # union: the copy from slice 3 runs up to the empty slice
+        assert (out[:, :, 4:8] == a[:, :, None]).all()
+
+
+def test_chains_that_disagree_are_recorded_and_split_at_the_middle() -> None:
+    image = np.zeros((10, 10, 11), np.float32)
+    a = np.zeros((10, 10), np.uint8)
+    a[0:5] = 1
+    b = np.zeros((10, 10), np.uint8)
+    b[5:] = 1
+    result = propagate_annotation(image, SliceAnnotation({0: a, 10: b}, n_slices=11),
+                                  StepPropagator(lambda k, nxt, cur: cur.copy()),
+                                  keep_largest=False, fusion="distance")
+    assert (result.disagreement[1:10] == 100).all()
+    assert result.disagreement[0] == 0 and result.disagreement[10] == 0
+    assert (result.labels[:, :, 3] == a).all() and (result.labels[:, :, 7] == b).all()
+    # One-hot chains weighted 0.7 / 0.3 on slice 3, 0.5 / 0.5 in the middle: doubt 0.3, 0.5.
+    assert result.confidence[3] == pytest.approx(0.7, abs=1e-3)
+    assert result.confidence[5] == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_every_fusion_keeps_annotated_slices(fusion: str) -> None:
+    image = np.zeros((10, 10, 9), np.float32)
+    a = np.zeros((10, 10), np.uint8)
+    a[1:4, 1:4] = 1
+    out = _run(image, {1: a, 7: np.roll(a, 6, axis=0)},
+               lambda k, nxt, cur: np.roll(cur, 1 if nxt > k else -1, axis=0), fusion=fusion)
+    assert (out[:, :, 1] == a).all() and (out[:, :, 7] == np.roll(a, 6, axis=0)).all()
+    assert (out[4:7, 1:4, 4] == 1).all() and out[:, :, 4].sum() == 9  # moved half way, whole
+
+
+def test_progress_reaches_the_total() -> None:
+    seen: list[tuple[int, int]] = []
+    image = np.zeros((6, 6, 10), np.float32)
+    a = np.ones((6, 6), np.uint8)
+    _run(image, {2: a, 6: a}, lambda k, nxt, cur: cur.copy(),
+         progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1][0] == seen[-1][1] and all(d <= t for d, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
 def test_chain_refuses_bad_shapes() -> None:
+    ann = SliceAnnotation({1: np.ones((4, 5), np.uint8)}, n_slices=3)
     with pytest.raises(ValueError, match="annotation shape"):
-        chain_propagate(np.zeros((5, 5, 3)), np.ones((4, 5), np.uint8), 1, lambda *a: a[2])
-    with pytest.raises(ValueError, match="outside"):
-        chain_propagate(np.zeros((5, 5, 3)), np.ones((5, 5), np.uint8), 3, lambda *a: a[2])
+        propagate_annotation(np.zeros((5, 5, 3)), ann, CopyPropagator())
+    ann = SliceAnnotation({1: np.ones((5, 5), np.uint8)}, n_slices=4)
+    with pytest.raises(ValueError, match="slices"):
+        propagate_annotation(np.zeros((5, 5, 3)), ann, CopyPropagator())
 
 
 def test_largest_component_per_label() -> None:
@@ -148,13 +260,17 @@ def test_anchor_copies_from_the_annotated_slice_when_the_chain_has_lost_the_labe
     classes = np.array([0, 1])
     liver = (truth[:, :, k0] == 1).astype(np.uint8)
     lost = np.zeros_like(liver)  # the chain has lost the liver on slice k0 + 1
-    plain = oneseg_step(model, image, classes)(k0 + 1, k0 + 2, lost)
-    anchored = oneseg_step(model, image, classes, anchor=(k0, liver))(k0 + 1, k0 + 2, lost)
-    assert not plain.any()
-    assert dice(anchored == 1, liver == 1) > 0.9
+
+    def step(anchor: bool, k: int, nxt: int, current: np.ndarray) -> np.ndarray:
+        prop = OneSegPropagator(model, image, anchor=anchor)
+        prop.prepare(classes, {k0: liver})
+        probs = prop.probabilities(prop.scores(k, nxt, current, start=k0))
+        return classes[probs.argmax(0)]
+
+    assert not step(False, k0 + 1, k0 + 2, lost).any()
+    assert dice(step(True, k0 + 1, k0 + 2, lost) == 1, liver == 1) > 0.9
     # On the annotated slice's own step the anchor adds nothing: same result as without.
-    own = oneseg_step(model, image, classes, anchor=(k0, liver))(k0, k0 + 1, liver)
-    assert (own == oneseg_step(model, image, classes)(k0, k0 + 1, liver)).all()
+    assert (step(True, k0, k0 + 1, liver) == step(False, k0, k0 + 1, liver)).all()
 
 
 def test_propagate_without_anchor_is_the_papers_chain(
@@ -162,7 +278,20 @@ def test_propagate_without_anchor_is_the_papers_chain(
 ) -> None:
     image, truth, k, ann = _liver_slice_annotation(phantom_folder)
     model = OneSegModel.load(tiny_model)
-    classes = np.unique(ann).astype(np.int64)
-    want = chain_propagate(image.array, ann[:, :, k], k, oneseg_step(model, image.array, classes))
     got = oneseg.propagate(model=model, image=image, annotation=ann, anchor=False, device="cpu")
+    anchored = oneseg.propagate(model=model, image=image, annotation=ann, device="cpu")
+    # The paper's chain by hand: each slice copied from the previous one only, argmax.
+    classes = np.unique(ann).astype(np.int64)
+    prop = OneSegPropagator(model, image.array, anchor=False)
+    prop.prepare(classes, {k: ann[:, :, k]})
+    want = np.zeros_like(ann)
+    want[:, :, k] = ann[:, :, k]
+    for direction in (-1, 1):
+        j = k
+        while 0 <= j + direction < ann.shape[2] and want[:, :, j].any():
+            probs = prop.probabilities(prop.scores(j, j + direction, want[:, :, j], start=k))
+            want[:, :, j + direction] = classes[probs.argmax(0)]
+            j += direction
+    want = largest_component(want, anchor=np.where(np.arange(ann.shape[2]) == k, ann, 0))
     assert (got.array == want).all()
+    assert not (anchored.array == want).all()

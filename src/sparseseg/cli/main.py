@@ -20,7 +20,7 @@ log = logging.getLogger("sparseseg")
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the full argument parser with every sub-command."""
-    from sparseseg.cli import demo, evaluate, ltuda, oneseg
+    from sparseseg.cli import demo, evaluate, ltuda, oneseg, view
 
     parser = argparse.ArgumentParser(
         prog="sparseseg",
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sparseseg {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (demo, oneseg, ltuda, evaluate):
+    for module in (demo, oneseg, ltuda, evaluate, view):
         module.register(sub)
     return parser
 

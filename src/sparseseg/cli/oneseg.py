@@ -1,4 +1,4 @@
-"""``sparseseg oneseg train|select|propagate``."""
+"""``sparseseg oneseg train|select|propagate|suggest``."""
 
 from __future__ import annotations
 
@@ -132,55 +132,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     prop = verbs.add_parser(
         "propagate",
         parents=[quiet],
-        help="propagate one annotated slice through the volume",
-        description="Propagate the labels of one annotated slice through the volume and write "
-        "the full label volume in the image's geometry. Batch run: give folders to -i, -a "
-        "and -o; each image IMAGES/CASE_0000.nii.gz (or CASE.nii.gz) is matched to "
-        "ANNOTATIONS/CASE.nii.gz and OUTPUT/CASE.nii.gz is written.",
+        help="propagate annotated slices through the volume",
+        description="Propagate the labels of one or more annotated slices through the volume "
+        "and write the full label volume in the image's geometry. Between two annotated "
+        "slices labels come from both and are joined (by default their union); beyond them "
+        "they are propagated outwards. Annotated slices are kept exactly. Batch run: give "
+        "folders to -i, -a and -o; each image IMAGES/CASE_0000.nii.gz (or CASE.nii.gz) is "
+        "matched to ANNOTATIONS/CASE.nii.gz and OUTPUT/CASE.nii.gz is written.",
     )
     prop.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
-                      help="OneSeg model folder (not needed for --method registration|copy)")
-    prop.add_argument("--method", choices=("oneseg", "registration", "copy"), default="oneseg",
-                      help="propagator: oneseg (default), registration (chained demons) or copy")
+                      help="OneSeg model folder (not needed for the other methods)")
+    prop.add_argument("--method", choices=METHOD_CHOICES, default="oneseg",
+                      help="oneseg (default), registration (chained demons), copy, or "
+                      "interpolation (morphological contour interpolation, 3D Slicer's 'fill "
+                      "between slices'; at least 2 annotated slices per label)")
     prop.add_argument("-i", "--image", required=True, metavar="IMAGE",
                       help="volume file or DICOM folder; batch: folder of images or nnU-Net "
                       "dataset folder (imagesTr/)")
-    prop.add_argument(
-        "-a",
-        "--annotation",
-        required=True,
-        metavar="ANNOTATION",
-        help="label volume with exactly one labeled slice, or a 2D slice with --slice; "
-        "batch: folder of such volumes named CASE.nii.gz",
-    )
+    _add_annotation_options(prop, batch=True)
     prop.add_argument(
         "-o", "--output", required=True, metavar="OUTPUT",
         help="label volume to write (.nii.gz); batch: folder receiving CASE.nii.gz",
     )
     prop.add_argument(
-        "--slice",
-        type=int,
-        default=None,
-        dest="slice_index",
-        metavar="K",
-        help="index of the annotated slice (needed for a 2D annotation)",
-    )
-    prop.add_argument(
         "--verify", action="store_true", help="per-step verification clean-up (Sli2Vol)"
     )
-    prop.add_argument(
-        "--no-largest-component",
-        dest="keep_largest",
-        action="store_false",
-        help="keep every 3D component, not just the largest per label",
-    )
-    prop.add_argument(
-        "--no-anchor",
-        dest="anchor",
-        action="store_false",
-        help="copy each slice from the last propagated slice only (the paper); by default "
-        "every step also copies from the annotated slice",
-    )
+    _add_propagation_options(prop)
     prop.add_argument(
         "--preview",
         default=None,
@@ -191,6 +168,73 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_option(prop)
     add_batch_options(prop)
     prop.set_defaults(func=run_propagate)
+
+    sug = verbs.add_parser(
+        "suggest",
+        parents=[quiet],
+        help="which slice to annotate next, given the slices annotated so far",
+        description="Propagate the annotated slices and print the index (0-based, along the "
+        "third voxel axis) of the slice where one more annotation would help most: the "
+        "slice whose propagated outline is most uncertain.",
+    )
+    sug.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
+                     help="OneSeg model folder (not needed for registration or copy)")
+    sug.add_argument("-i", "--image", required=True, metavar="IMAGE")
+    _add_annotation_options(sug, batch=False)
+    sug.add_argument("--method", choices=PROPAGATOR_CHOICES, default="oneseg",
+                     help="propagator whose result is scored (default: oneseg)")
+    sug.add_argument("--criterion", choices=CRITERION_CHOICES, default="gain",
+                     help="gain: the most doubt an annotation there is expected to remove "
+                     "(default); uncertainty: the slice whose propagated outline is most "
+                     "doubtful; distance: farthest from the annotated slices")
+    sug.add_argument("--json", action="store_true",
+                     help='print {"slice": K, "confidence": C, "annotated": [...]}')
+    sug.add_argument("--confidence", default=None, metavar="FILE.csv",
+                     help="also write per-slice confidence (one row per slice) to this CSV")
+    _add_propagation_options(sug)
+    add_device_option(sug)
+    sug.set_defaults(func=run_suggest)
+
+
+METHOD_CHOICES = ("oneseg", "registration", "copy", "interpolation")
+PROPAGATOR_CHOICES = ("oneseg", "registration", "copy")
+CRITERION_CHOICES = ("gain", "uncertainty", "distance")
+FUSION_CHOICES = ("union", "distance", "nearest")
+
+
+def _add_annotation_options(parser: argparse.ArgumentParser, *, batch: bool) -> None:
+    parser.add_argument(
+        "-a", "--annotation", required=True, nargs="+", metavar="ANNOTATION",
+        help="label volume with one or more labeled slices, or 2D slices each with its "
+        "--slice" + ("; batch: folder of such volumes named CASE.nii.gz" if batch else ""),
+    )
+    parser.add_argument(
+        "--slice", type=int, default=None, action="append", dest="slice_index",
+        metavar="K",
+        help="index of a 2D annotation's slice (repeat once per 2D file, in order)",
+    )
+
+
+def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fusion", choices=FUSION_CHOICES, default="union",
+        help="how labels propagated from two annotated slices are joined between them: "
+        "union (a pixel is labeled when either copy labels it; default), distance-weighted "
+        "mean of probabilities, or the nearer slice's copy",
+    )
+    parser.add_argument(
+        "--no-largest-component",
+        dest="keep_largest",
+        action="store_false",
+        help="keep every 3D component, not just the largest per label",
+    )
+    parser.add_argument(
+        "--no-anchor",
+        dest="anchor",
+        action="store_false",
+        help="copy each slice from the last propagated slice only (the paper); by default "
+        "every step also copies from the annotated slice",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -241,13 +285,14 @@ def run_propagate(args: argparse.Namespace) -> int:
     api.propagate(
         model=args.model,
         image=args.image,
-        annotation=args.annotation,
+        annotation=_annotation(args),
         output=args.output,
-        slice_index=args.slice_index,
+        slice_index=_slice_index(args),
         verify=args.verify,
         keep_largest=args.keep_largest,
         anchor=args.anchor,
         method=args.method,
+        fusion=args.fusion,
         device=args.device,
         progress=not args.quiet,
         preview=args.preview,
@@ -255,11 +300,49 @@ def run_propagate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _annotation(args: argparse.Namespace) -> str | list[str]:
+    """One annotation file as a path, several as a list."""
+    return args.annotation[0] if len(args.annotation) == 1 else args.annotation
+
+
+def _slice_index(args: argparse.Namespace) -> int | list[int] | None:
+    """``--slice`` given once as an int, several times as a list."""
+    given = args.slice_index
+    return given[0] if given is not None and len(given) == 1 else given
+
+
+def run_suggest(args: argparse.Namespace) -> int:
+    """Print the slice to annotate next."""
+    from sparseseg.oneseg import api
+
+    found = api.suggest(
+        model=args.model,
+        image=args.image,
+        annotation=_annotation(args),
+        slice_index=_slice_index(args),
+        method=args.method,
+        criterion=args.criterion,
+        anchor=args.anchor,
+        fusion=args.fusion,
+        keep_largest=args.keep_largest,
+        device=args.device,
+        progress=not args.quiet,
+        confidence=args.confidence,
+    )
+    if args.json:
+        print(json.dumps({"slice": found.slice,
+                          "confidence": round(float(found.confidence[found.slice]), 4),
+                          "annotated": found.result.annotation.indices}))
+    else:
+        print(found.slice)
+    return 0
+
+
 def is_batch(args: argparse.Namespace) -> bool:
     """Whether ``propagate`` runs over a folder: ``-a`` is a folder or ``-i`` holds cases."""
     from sparseseg.batch import is_batch_input
 
-    return Path(args.annotation).is_dir() or is_batch_input(args.image)
+    return Path(args.annotation[0]).is_dir() or is_batch_input(args.image)
 
 
 def run_propagate_batch(args: argparse.Namespace) -> int:
@@ -270,10 +353,13 @@ def run_propagate_batch(args: argparse.Namespace) -> int:
     for given, option in ((args.slice_index, "--slice"), (args.preview, "--preview")):
         if given is not None:
             raise SparsesegError(f"{option} applies to a single image, not to a batch run")
+    if len(args.annotation) != 1:
+        raise SparsesegError("a batch run takes one annotation folder (-a ANNOTATION_DIR)")
     return run_batch_command(lambda: api.propagate_batch(
         model=args.model,
         images=args.image,
-        annotations=args.annotation,
+        annotations=args.annotation[0],
+        fusion=args.fusion,
         output=args.output,
         verify=args.verify,
         keep_largest=args.keep_largest,

@@ -5,6 +5,7 @@ screening module picks the slice most worth annotating; the reconstruction modul
 its label through the volume. See Wu et al., "OneSeg" (README for the citation).
 """
 
-from sparseseg.oneseg.api import propagate, select, train
+from sparseseg.oneseg.annotation import SliceAnnotation
+from sparseseg.oneseg.api import Suggestion, propagate, select, suggest, train
 
-__all__ = ["propagate", "select", "train"]
+__all__ = ["SliceAnnotation", "Suggestion", "propagate", "select", "suggest", "train"]

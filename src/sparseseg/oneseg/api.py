@@ -11,7 +11,8 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +21,26 @@ from tqdm.auto import tqdm
 
 from sparseseg.device import resolve_device
 from sparseseg.errors import InputError
-from sparseseg.io.axes import SLICE_AXIS
+from sparseseg.io.axes import SLICE_AXIS, slice_shape
 from sparseseg.io.dataset import find_cases
 from sparseseg.io.reader import read_volume
 from sparseseg.io.volume import Volume
-from sparseseg.io.writer import write_volume
-from sparseseg.oneseg.annotation import annotated_slice, read_annotation
-from sparseseg.oneseg.baselines import METHODS, baseline_step
+from sparseseg.io.writer import atomic_path, write_volume
+from sparseseg.oneseg.annotation import SliceAnnotation, annotated_slices, read_annotation
+from sparseseg.oneseg.baselines import METHODS, PROPAGATORS, baseline_propagator
+from sparseseg.oneseg.interpolation import interpolate
 from sparseseg.oneseg.model import PROPAGATION_TEMPERATURE, OneSegModel, check_volume
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.preprocess import volume_to_slices
-from sparseseg.oneseg.propagation import chain_propagate, oneseg_step
+from sparseseg.oneseg.propagation import (
+    FUSIONS,
+    OneSegPropagator,
+    ProgressFunction,
+    Propagation,
+    propagate_annotation,
+)
 from sparseseg.oneseg.screening import most_representative
+from sparseseg.oneseg.suggestion import CRITERIA, slice_scores, suggest_slice
 from sparseseg.oneseg.training import OneSegTrainer, TrainConfig, TrainState
 from sparseseg.precision import precision_name, resolve_precision
 from sparseseg.viz import check_png_path, preview_figure, write_png
@@ -248,40 +257,128 @@ def select(
     return most_representative(pooled, candidates=candidates)
 
 
+AnnotationInput = PathLike | Sequence[PathLike] | Volume | np.ndarray | SliceAnnotation
+"""An annotation: a label file (1..N labeled slices, or a 2D slice with its index), several
+2D files, a label volume or array on the image's grid, or a :class:`SliceAnnotation`."""
+
+
+def _as_annotation(annotation: AnnotationInput, vol: Volume,
+                   slice_index: int | Sequence[int] | None) -> SliceAnnotation:
+    if isinstance(annotation, SliceAnnotation):
+        if annotation.n_slices != vol.shape[SLICE_AXIS] or annotation.plane != slice_shape(
+                vol.shape):
+            raise InputError("annotation does not fit the image's slices", vol.path)
+        return annotation
+    if isinstance(annotation, (np.ndarray, Volume)):
+        ann_vol = annotation
+        if isinstance(annotation, np.ndarray):
+            ann_vol = Volume(annotation, vol.spacing, vol.origin, vol.direction)
+        if slice_index is not None and not isinstance(slice_index, int):
+            raise InputError("one array annotation takes at most one slice index")
+        return annotated_slices(ann_vol, vol, index=slice_index)
+    return read_annotation(annotation, vol, index=slice_index)
+
+
+def _check_method(method: str, model: object) -> None:
+    if method not in METHODS:
+        raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
+    if method == "oneseg" and model is None:
+        raise InputError("OneSeg propagation needs a model folder (-m MODEL_DIR)")
+
+
+def _progress_function(progress: bool | ProgressFunction, desc: str
+                       ) -> tuple[ProgressFunction | None, Callable[[], None]]:
+    """A ``(done, total)`` callback (a tqdm bar for ``True``) and a closer."""
+    if callable(progress):
+        return progress, lambda: None
+    if not progress:
+        return None, lambda: None
+    bar = tqdm(total=0, unit="slice", desc=desc)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _run(
+    *,
+    model: PathLike | OneSegModel | None,
+    vol: Volume,
+    annotation: SliceAnnotation,
+    method: str,
+    verify: bool,
+    keep_largest: bool,
+    anchor: bool,
+    fusion: str,
+    device: str,
+    progress: bool | ProgressFunction,
+) -> Propagation:
+    """Propagate ``annotation`` through ``vol`` with a slice-by-slice method."""
+    if fusion not in FUSIONS:
+        raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
+    with torch.inference_mode():
+        if method == "oneseg":
+            propagator = OneSegPropagator(_as_model(model, device), vol.array, anchor=anchor)
+        else:
+            propagator = baseline_propagator(method, vol.array)
+        report, close = _progress_function(progress, "propagating")
+        try:
+            return propagate_annotation(vol.array, annotation, propagator, fusion=fusion,
+                                        verify=verify, keep_largest=keep_largest,
+                                        progress=report)
+        finally:
+            close()
+
+
 def propagate(
     *,
     model: PathLike | OneSegModel | None = None,
     image: PathLike | Volume,
-    annotation: PathLike | Volume | np.ndarray,
+    annotation: AnnotationInput,
     output: PathLike | None = None,
-    slice_index: int | None = None,
+    slice_index: int | Sequence[int] | None = None,
     verify: bool = False,
     keep_largest: bool = True,
     anchor: bool = True,
     method: str = "oneseg",
+    fusion: str = "union",
     device: str = "auto",
-    progress: bool = False,
+    progress: bool | ProgressFunction = False,
     preview: PathLike | None = None,
 ) -> Volume:
-    """Propagate one annotated slice through the whole volume.
+    """Propagate annotated slices through the whole volume.
+
+    Beyond the outermost annotated slices labels are propagated outwards; between two
+    annotated slices they are propagated from both and the two fused (by default their union)
+    (:mod:`sparseseg.oneseg.propagation`). Annotated slices are kept exactly. Each label may
+    be drawn on different slices.
 
     Args:
-        model: Model folder or loaded model (OneSeg only; baselines need none).
+        model: Model folder or loaded model (OneSeg only; the other methods need none).
         image: Volume file or loaded volume.
-        annotation: Label volume with exactly one labeled slice, a 2D label file or array
-            (then ``slice_index`` is required).
+        annotation: Label volume (file, :class:`Volume` or array on the image's grid) with
+            1..N labeled slices; a 2D label file or array (then ``slice_index`` is required);
+            several 2D files with one index each; or a :class:`SliceAnnotation`.
         output: Where to write the label volume (NIfTI in the image's geometry), or ``None``.
-        slice_index: Index of the annotated slice along the slice axis.
+        slice_index: Index of a 2D annotation along the slice axis (one per 2D file).
         verify: Sli2Vol's per-step verification clean-up.
-        keep_largest: Keep the largest 3D component of each label.
-        anchor: OneSeg also copies from the annotated slice at every step (``False``: from
-            the last propagated slice only, as in the paper).
-        method: ``oneseg``, or a training-free baseline: ``registration`` (chained demons)
-            or ``copy``.
+        keep_largest: Keep the largest 3D component of each label (and every component
+            touching an annotated pixel).
+        anchor: OneSeg also copies from the chain's annotated slice at every step
+            (``False``: from the last propagated slice only, as in the paper).
+        method: ``oneseg``, a training-free propagator (``registration``: chained demons;
+            ``copy``), or ``interpolation`` (morphological contour interpolation between
+            annotated slices, at least two per label).
+        fusion: How the two chains between annotated slices are joined
+            (:data:`~sparseseg.oneseg.propagation.FUSIONS`).
         device: Where to compute.
-        progress: Show a progress bar.
+        progress: Show a progress bar, or a callback ``progress(done, total)`` called after
+            each propagated slice.
         preview: Also write a PNG of the result over the image here: a few axial slices
-            (the annotated one among them) and coronal and sagittal planes
+            (an annotated one among them) and coronal and sagittal planes
             (:func:`sparseseg.viz.preview_figure`).
 
     Returns:
@@ -290,44 +387,133 @@ def propagate(
     Raises:
         InputError: Bad annotation or volume (see the CLI docs).
     """
-    if method not in METHODS:
-        raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
-    if method == "oneseg" and model is None:
-        raise InputError("OneSeg propagation needs a model folder (-m MODEL_DIR)")
+    _check_method(method, model)
     if preview is not None:
         check_png_path(preview)
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
-    net = _as_model(model, device) if method == "oneseg" else None
-    if isinstance(annotation, (np.ndarray, Volume)):
-        ann_vol = annotation
-        if isinstance(annotation, np.ndarray):
-            ann_vol = Volume(annotation, vol.spacing, vol.origin, vol.direction)
-        index, labels = annotated_slice(ann_vol, vol, index=slice_index)
+    ann = _as_annotation(annotation, vol, slice_index)
+    if method == "interpolation":
+        result = interpolate(ann)
     else:
-        index, labels = read_annotation(annotation, vol, index=slice_index)
-    n = vol.shape[SLICE_AXIS]
-    with tqdm(total=n, disable=not progress, unit="slice", desc="propagating") as bar:
-
-        def tick(done: int) -> None:
-            bar.n = done
-            bar.refresh()
-
-        with torch.inference_mode():
-            if net is None:
-                step = baseline_step(method, vol.array)
-            else:
-                classes = np.unique(np.concatenate([[0], np.unique(labels)])).astype(np.int64)
-                step = oneseg_step(net, vol.array, classes,
-                                   anchor=(index, labels) if anchor else None)
-            result = chain_propagate(vol.array, labels, index, step, verify=verify,
-                                     keep_largest=keep_largest, progress=tick)
+        result = _run(model=model, vol=vol, annotation=ann, method=method, verify=verify,
+                      keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
+                      progress=progress).labels
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)
     if preview is not None:
-        write_preview(preview, result=result, image=vol, annotated=index)
+        write_preview(preview, result=result, image=vol, annotated=ann.indices[0])
     return out
+
+
+@dataclass
+class Suggestion:
+    """What :func:`suggest` found.
+
+    Attributes:
+        slice: The slice to annotate next (0-based, along the third voxel axis).
+        scores: Per slice, the suggestion score (``-inf`` on annotated slices).
+        confidence: Per slice, ``1 -`` the mean doubt of its labeled or doubtful pixels (1 on
+            annotated slices and where nothing was propagated).
+        labels: The propagated label volume the suggestion was read from.
+        result: The full propagation record (per-slice uncertainty, disagreement, area).
+    """
+
+    slice: int
+    scores: np.ndarray
+    confidence: np.ndarray
+    labels: Volume
+    result: Propagation
+
+    def table(self) -> list[dict[str, float | int | bool]]:
+        """One row per slice: index, annotated, labeled pixels, confidence, score."""
+        annotated = set(self.result.annotation.indices)
+        return [{"slice": k, "annotated": k in annotated,
+                 "labeled_pixels": int(self.result.area[k]),
+                 "confidence": round(float(self.confidence[k]), 6),
+                 "score": (float(self.scores[k]) if np.isfinite(self.scores[k]) else None),
+                 "suggested": k == self.slice}
+                for k in range(len(self.scores))]
+
+
+def suggest(
+    *,
+    model: PathLike | OneSegModel | None = None,
+    image: PathLike | Volume,
+    annotation: AnnotationInput,
+    slice_index: int | Sequence[int] | None = None,
+    method: str = "oneseg",
+    criterion: str = "gain",
+    anchor: bool = True,
+    fusion: str = "union",
+    keep_largest: bool = True,
+    device: str = "auto",
+    progress: bool | ProgressFunction = False,
+    confidence: PathLike | None = None,
+) -> Suggestion:
+    """The slice where one more annotation would help most, from the propagation itself.
+
+    Propagates the annotation (as :func:`propagate`) and scores every other slice
+    (:mod:`sparseseg.oneseg.suggestion`).
+
+    Args:
+        model: Model folder or loaded model (OneSeg only).
+        image: Volume file or loaded volume.
+        annotation: The annotated slices so far (as for :func:`propagate`).
+        slice_index: Index of a 2D annotation (one per 2D file).
+        method: ``oneseg``, ``registration`` or ``copy`` (a propagating method).
+        criterion: ``gain`` (default), ``uncertainty`` or ``distance``
+            (:data:`~sparseseg.oneseg.suggestion.CRITERIA`).
+        anchor: As for :func:`propagate`.
+        fusion: As for :func:`propagate`.
+        keep_largest: As for :func:`propagate`.
+        device: Where to compute.
+        progress: Show a progress bar, or a ``progress(done, total)`` callback.
+        confidence: Also write the per-slice table (:meth:`Suggestion.table`) to this CSV.
+
+    Returns:
+        The suggestion, with per-slice confidence and the propagated labels.
+
+    Raises:
+        InputError: Bad annotation or volume, every slice annotated, or a method that does
+            not propagate.
+    """
+    _check_method(method, model)
+    if method not in PROPAGATORS:
+        raise InputError(f"suggest needs a propagating method ({', '.join(PROPAGATORS)}), "
+                         f"not {method!r}")
+    if criterion not in CRITERIA:
+        raise InputError(f"unknown criterion {criterion!r} ({', '.join(CRITERIA)})")
+    if confidence is not None:
+        if Path(confidence).suffix.lower() != ".csv":
+            raise InputError("the confidence table must be a .csv file", Path(confidence))
+        if not Path(confidence).parent.is_dir():
+            raise InputError("folder does not exist", Path(confidence).parent)
+    vol = _as_volume(image)
+    check_volume(vol.array, vol.path)
+    ann = _as_annotation(annotation, vol, slice_index)
+    if len(ann.indices) == vol.shape[SLICE_AXIS]:
+        raise InputError("every slice is annotated: nothing left to suggest", vol.path)
+    result = _run(model=model, vol=vol, annotation=ann, method=method, verify=False,
+                  keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
+                  progress=progress)
+    found = Suggestion(slice=suggest_slice(result, criterion),
+                       scores=slice_scores(result, criterion), confidence=result.confidence,
+                       labels=vol.with_array(result.labels), result=result)
+    if confidence is not None:
+        _write_csv(Path(confidence), found.table())
+    return found
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    """Write rows to a CSV file atomically (temporary file, then rename)."""
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_preview(path: PathLike, *, result: np.ndarray, image: Volume, annotated: int) -> Path:
@@ -359,17 +545,18 @@ def propagate_batch(
     keep_largest: bool = True,
     anchor: bool = True,
     method: str = "oneseg",
+    fusion: str = "union",
     device: str = "auto",
     num_parts: int = 1,
     part_id: int = 0,
     skip_existing: bool = False,
     progress: bool = True,
 ) -> list[Path]:
-    """Propagate the annotated slice of every case of a folder; write ``OUTPUT/CASE.nii.gz``.
+    """Propagate the annotated slices of every case of a folder; write ``OUTPUT/CASE.nii.gz``.
 
     Each image is matched to its annotation by case name: image ``imagesTr/la_x_0000.nii.gz``
     (or ``la_x.nii.gz``) goes with annotation ``ANNOTATIONS/la_x.nii.gz``. An annotation is a
-    label volume with exactly one labeled slice, as for :func:`propagate`. The model is loaded
+    label volume with one or more labeled slices, as for :func:`propagate`. The model is loaded
     once. Splitting, ``--continue`` and the per-case locks are those of
     :func:`sparseseg.batch.run_batch`.
 
@@ -381,7 +568,9 @@ def propagate_batch(
         verify: Sli2Vol's per-step verification clean-up.
         keep_largest: Keep the largest 3D component of each label.
         anchor: OneSeg also copies from the annotated slice at every step.
-        method: ``oneseg``, ``registration`` or ``copy``.
+        method: ``oneseg``, ``registration``, ``copy`` or ``interpolation``.
+        fusion: How chains between two annotated slices are joined (as for
+            :func:`propagate`).
         device: Where to compute.
         num_parts: Split the cases (sorted by name) into this many parts.
         part_id: The part to process, ``0 .. num_parts - 1``.
@@ -400,10 +589,9 @@ def propagate_batch(
     from sparseseg.batch import BatchError, match_case_files, run_batch, validate_parts
 
     validate_parts(num_parts, part_id)
-    if method not in METHODS:
-        raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
-    if method == "oneseg" and model is None:
-        raise InputError("OneSeg propagation needs a model folder (-m MODEL_DIR)")
+    _check_method(method, model)
+    if fusion not in FUSIONS:
+        raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
     annotations, output = Path(annotations), Path(output)
     if output.exists() and annotations.exists() and output.samefile(annotations):
@@ -427,7 +615,7 @@ def propagate_batch(
             raise InputError(f"several annotations for case {case.name}: {names}", annotations)
         return propagate(model=net, image=case.image, annotation=found[0], verify=verify,
                          keep_largest=keep_largest, anchor=anchor, method=method,
-                         device=device)
+                         fusion=fusion, device=device)
 
     def save(result: Volume, target: Path) -> None:
         write_volume(target, result.array, result)

@@ -1,0 +1,181 @@
+"""The work behind the widget's buttons, run in a worker thread (no Qt here).
+
+Each task takes layer data (``(slice, rows, columns)``, :mod:`sparseseg.napari.layers`) and
+the image volume, calls :mod:`sparseseg.oneseg`, and returns layer data again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sparseseg.errors import InputError
+from sparseseg.io.volume import Volume
+from sparseseg.io.writer import write_volume
+from sparseseg.napari.layers import from_display, label_dtype, to_display
+from sparseseg.napari.painting import labeled_slices
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``, called after each propagated slice."""
+
+
+@dataclass
+class SliceSuggestion:
+    """The slice the widget moves the viewer to.
+
+    Attributes:
+        slice: Index along sparseseg's slice axis (the napari slider).
+        how: ``select`` (model's choice on an empty annotation), ``middle`` (middle of the
+            slices holding structure, without a model) or ``suggest`` (least confident slice
+            of the propagation of the annotation).
+        confidence: One value per slice (``suggest`` only).
+        labels: The propagated labels in layer order (``suggest`` only).
+    """
+
+    slice: int
+    how: str
+    confidence: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _load_model(path: str, device: str, stamp: float):
+    from sparseseg.device import resolve_device
+    from sparseseg.oneseg.model import OneSegModel
+
+    return OneSegModel.load(path, device=resolve_device(device))
+
+
+def load_model(path: str | Path | None, device: str = "auto"):
+    """The OneSeg model in folder ``path`` (kept loaded while the folder is unchanged).
+
+    Returns:
+        The loaded model, or ``None`` for ``None``.
+
+    Raises:
+        ModelError: Not a usable model folder.
+    """
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    weights = path / "model.safetensors"
+    stamp = weights.stat().st_mtime if weights.is_file() else 0.0
+    return _load_model(str(path.resolve()), device, stamp)
+
+
+def propagate_labels(
+    *,
+    image: Volume,
+    annotation: np.ndarray,
+    model: str | Path | None,
+    method: str,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Propagate the painted slices through the volume.
+
+    Args:
+        image: The image volume.
+        annotation: The painted slices in layer order (every other slice zero).
+        model: Model folder (``oneseg``) or ``None`` (the training-free methods).
+        method: ``oneseg``, ``registration``, ``copy`` or ``interpolation``
+            (:func:`sparseseg.oneseg.propagate`).
+        device: Where to compute.
+        progress: Called with ``(done, total)`` after each propagated slice.
+
+    Returns:
+        The propagated labels in layer order (painted slices as returned by the API; the
+        widget puts the layer's own painted slices back over them).
+
+    Raises:
+        SparsesegError: Nothing painted, bad model folder, bad annotation.
+    """
+    from sparseseg import oneseg
+
+    if not labeled_slices(annotation):
+        raise InputError("nothing painted yet: paint the structures on at least one slice")
+    net = load_model(model, device) if method == "oneseg" else None
+    result = oneseg.propagate(
+        model=net,
+        image=image,
+        annotation=from_display(annotation),
+        method=method,
+        device=device,
+        progress=progress or False,
+    )
+    return to_display(result.array)
+
+
+def suggest_slice(
+    *,
+    image: Volume,
+    annotation: np.ndarray,
+    model: str | Path | None,
+    method: str,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> SliceSuggestion:
+    """The slice to paint next.
+
+    With nothing painted: the model's choice (:func:`sparseseg.oneseg.select`), or without a
+    model the middle one of the slices that hold structure. With painted slices: the slice
+    whose propagation is least sure (:func:`sparseseg.oneseg.suggest`).
+
+    Args:
+        image: The image volume.
+        annotation: The painted slices in layer order.
+        model: Model folder or ``None``.
+        method: Propagation method used to judge the slices.
+        device: Where to compute.
+        progress: Called with ``(done, total)`` after each propagated slice.
+
+    Raises:
+        SparsesegError: Bad model folder or annotation, or no ``suggest`` in this sparseseg.
+    """
+    from sparseseg import oneseg
+
+    net = load_model(model, device) if model is not None else None
+    if not labeled_slices(annotation):
+        if net is None:
+            return SliceSuggestion(middle_slice(image.array), "middle")
+        return SliceSuggestion(oneseg.select(model=net, image=image, device=device), "select")
+    found = oneseg.suggest(model=net, image=image, annotation=from_display(annotation),
+                           method=method, device=device, progress=progress or False)
+    return SliceSuggestion(int(found.slice), "suggest", np.asarray(found.confidence),
+                           to_display(found.labels.array))
+
+
+def middle_slice(array: np.ndarray) -> int:
+    """The middle one of the slices holding structure (intensity spread), model-free.
+
+    A slice holds structure when its intensity standard deviation exceeds a quarter of the
+    largest one, as :func:`sparseseg.oneseg.select` with ``criterion="middle"`` decides.
+    """
+    from sparseseg.io.axes import to_slices
+
+    slices = to_slices(np.asarray(array, np.float32))
+    spread = slices.reshape(slices.shape[0], -1).std(axis=1)
+    inside = np.flatnonzero(spread > 0.25 * spread.max()) if spread.max() > 0 else None
+    if inside is None or inside.size == 0:
+        return slices.shape[0] // 2
+    return int(inside[len(inside) // 2])
+
+
+def save_labels(path: str | Path, data: np.ndarray, reference: Volume) -> Path:
+    """Write layer data as NIfTI in ``reference``'s geometry, atomically.
+
+    Args:
+        path: Output file (``.nii.gz``).
+        data: The labels layer's data (layer order).
+        reference: The image volume.
+
+    Raises:
+        InputError: The folder is missing or not writable.
+    """
+    path = Path(path).expanduser()
+    array = from_display(data)
+    return write_volume(path, array, reference, dtype=label_dtype(array))

@@ -1,0 +1,241 @@
+"""The annotation widget in a real headless viewer: paint, suggest, propagate, save, reload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from qtpy.QtCore import Qt  # noqa: E402
+
+from sparseseg import oneseg  # noqa: E402
+from sparseseg.io.reader import read_label, read_volume  # noqa: E402
+from sparseseg.io.volume import Volume  # noqa: E402
+from sparseseg.napari.autosave import find_autosave  # noqa: E402
+from sparseseg.napari.layers import SLIDER_AXIS, from_display, to_display  # noqa: E402
+from sparseseg.napari.painting import labeled_slices  # noqa: E402
+from sparseseg.napari.reader import read_layers  # noqa: E402
+from sparseseg.napari.session import open_viewer  # noqa: E402
+from sparseseg.napari.tasks import middle_slice  # noqa: E402
+from sparseseg.napari.widget import AnnotationWidget  # noqa: E402
+
+WAIT_MS = 60_000
+
+
+def _open(make_napari_viewer, image_file: Path, **kwargs) -> tuple[object, AnnotationWidget]:
+    viewer = make_napari_viewer()
+    data, layer_kwargs, _ = read_layers(str(image_file))[0]
+    viewer.add_image(data, **layer_kwargs)
+    widget = AnnotationWidget(viewer, **{"autosave_delay": None, **kwargs})
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def _paint(qtbot, widget: AnnotationWidget, k: int, truth: np.ndarray) -> None:
+    """Paint the true labels of slice ``k`` (layer order) through napari's editing API."""
+    rows, cols = np.nonzero(truth[k] != widget.labels_layer.data[k])
+    widget.labels_layer.data_setitem((np.full(rows.size, k), rows, cols), truth[k][rows, cols])
+    qtbot.waitUntil(lambda: k in widget.painted_slices, timeout=WAIT_MS)
+
+
+def _click(qtbot, widget: AnnotationWidget, button) -> None:
+    qtbot.mouseClick(button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+
+
+def _largest_slice(truth: np.ndarray) -> int:
+    return int(np.argmax((truth > 0).reshape(truth.shape[0], -1).sum(1)))
+
+
+def test_paint_propagate_save_reload(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file)
+    labels = widget.labels_layer
+    assert labels is not None and labels.data.shape == (16, 36, 40)
+    assert tuple(labels.scale) == tuple(widget.image_layer.scale) == (3.0, 1.25, 1.5)
+    assert widget.method == "registration"  # no model chosen
+    truth = to_display(read_label(label_file).array)
+    k = _largest_slice(truth)
+    _paint(qtbot, widget, k, truth)
+    assert widget.painted_slices == [k]
+
+    seen: list[tuple[int, int]] = []
+    widget.progressed.connect(lambda done, total: seen.append((done, total)))
+    _click(qtbot, widget, widget.propagate_button)
+    assert "propagated" in widget.status, widget.status
+    assert seen and all(0 <= done <= total for done, total in seen)
+    assert np.array_equal(labels.data[k], truth[k])  # the painted slice is kept exactly
+    filled = labeled_slices(labels.data)
+    assert len(filled) >= 8 and k in filled
+    for value in (1, 2, 3, 4):
+        assert value in labels.data[k + 1] or value not in truth[k]  # all labels at once
+    assert widget.painted_slices == [k]  # propagated slices are not painted ones
+
+    output = tmp_path / "out" / "case_labels.nii.gz"
+    output.parent.mkdir()
+    widget.output_edit.setText(str(output))
+    _click(qtbot, widget, widget.save_button)
+    assert widget.status == f"saved {output}"
+    saved = read_label(output)
+    image = read_volume(image_file)
+    assert np.array_equal(saved.array, from_display(labels.data))
+    assert saved.same_geometry(image, tolerance=1e-6)
+    assert sorted(p.name for p in output.parent.iterdir()) == [output.name]  # no temporary
+
+
+def test_suggest_moves_the_viewer(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+) -> None:
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file)
+    viewer.dims.set_current_step(SLIDER_AXIS, 0)
+    _click(qtbot, widget, widget.suggest_button)
+    expected = middle_slice(read_volume(image_file).array)
+    assert viewer.dims.current_step[SLIDER_AXIS] == expected, widget.status
+    assert f"slice {expected}" in widget.status
+
+    truth = to_display(read_label(label_file).array)
+    k = _largest_slice(truth)
+    _paint(qtbot, widget, k, truth)
+    _click(qtbot, widget, widget.suggest_button)
+    assert "slice" in widget.status and "least sure" in widget.status, widget.status
+    moved = viewer.dims.current_step[SLIDER_AXIS]
+    assert moved != k and 0 <= moved < truth.shape[0]
+    assert np.array_equal(widget.labels_layer.data[k], truth[k])
+
+
+def test_oneseg_model_and_a_bad_model_folder(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], tiny_model: Path,
+    tmp_path: Path,
+) -> None:
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file, model=tiny_model, device="cpu")
+    assert widget.method == "oneseg"
+    truth = to_display(read_label(label_file).array)
+    k = _largest_slice(truth)
+    _paint(qtbot, widget, k, truth)
+    _click(qtbot, widget, widget.propagate_button)
+    assert "propagated (oneseg)" in widget.status, widget.status
+    direct = oneseg.propagate(model=tiny_model, image=image_file, device="cpu",
+                              annotation=from_display(np.where(np.arange(16)[:, None, None] == k,
+                                                               truth, 0)))
+    expected = to_display(direct.array)
+    expected[k] = truth[k]
+    assert np.array_equal(widget.labels_layer.data, expected)  # what the API gives
+
+    broken = tmp_path / "not_a_model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    widget.model_edit.setText(str(broken))
+    before = np.array(widget.labels_layer.data, copy=True)
+    _click(qtbot, widget, widget.propagate_button)
+    assert str(broken) in widget.status, widget.status
+    assert "color" in widget.status_label.styleSheet()  # shown as an error
+    assert widget.propagate_button.isEnabled()
+    assert np.array_equal(widget.labels_layer.data, before)
+
+    widget.model_edit.setText("")
+    assert widget.method == "registration"
+    viewer.layers.remove(widget.labels_layer)
+    widget.labels_combo.setCurrentText("")
+    assert widget.labels_layer is None
+
+
+def test_corrected_slices_are_kept_by_the_next_propagation(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+) -> None:
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file)
+    labels = widget.labels_layer
+    truth = to_display(read_label(label_file).array)
+    k = _largest_slice(truth)
+    _paint(qtbot, widget, k, truth)
+    _click(qtbot, widget, widget.propagate_button)
+    other = max(s for s in labeled_slices(truth) if abs(s - k) >= 3)
+    assert not np.array_equal(labels.data[other], truth[other])
+    _paint(qtbot, widget, other, truth)  # the annotator corrects a propagated slice
+    assert np.array_equal(labels.data[other], truth[other])
+    assert widget.painted_slices == sorted({k, other})
+    _click(qtbot, widget, widget.propagate_button)
+    assert "propagated" in widget.status, widget.status
+    assert np.array_equal(labels.data[k], truth[k])
+    assert np.array_equal(labels.data[other], truth[other])
+    assert len(labeled_slices(labels.data)) >= 8
+
+
+def test_autosave_while_painting_and_restore(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+) -> None:
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file, autosave_delay=0.2)
+    truth = to_display(read_label(label_file).array)
+    k = _largest_slice(truth)
+    _paint(qtbot, widget, k, truth)
+    assert find_autosave(image_file) is None  # debounced: not at once
+    qtbot.waitUntil(lambda: widget.last_autosave is not None, timeout=WAIT_MS)
+    saved = read_label(find_autosave(image_file))
+    assert saved.same_geometry(read_volume(image_file), tolerance=1e-6)
+    assert labeled_slices(to_display(saved.array)) == [k]
+    assert np.array_equal(to_display(saved.array)[k], truth[k])
+
+    # the viewer "crashed": a new session on the same image opens the autosave
+    viewer2, widget2 = open_viewer(image_file, viewer=make_napari_viewer())
+    assert np.array_equal(widget2.labels_layer.data, to_display(saved.array))
+    assert widget2.painted_slices == [k]
+    assert widget2.restore_button.isEnabled()
+    widget2.labels_layer.data[:] = 0
+    _click(qtbot, widget2, widget2.restore_button)
+    assert np.array_equal(widget2.labels_layer.data[k], truth[k])
+    assert "restored" in widget2.status
+
+
+def test_open_viewer_with_labels(
+    make_napari_viewer, phantom_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    image_file, label_file = phantom_files
+    viewer, widget = open_viewer(image_file, labels=label_file, output=tmp_path / "o.nii.gz",
+                                 viewer=make_napari_viewer())
+    truth = to_display(read_label(label_file).array)
+    assert [layer.name for layer in viewer.layers] == ["case_0000", "case_0000 labels"]
+    assert np.array_equal(widget.labels_layer.data, truth)
+    assert widget.painted_slices == labeled_slices(truth)
+    assert widget.output_edit.text() == str(tmp_path / "o.nii.gz")
+    assert viewer.dims.current_step[SLIDER_AXIS] == truth.shape[0] // 2
+
+
+def test_labels_on_another_grid_are_refused(
+    tmp_path: Path, phantom_files: tuple[Path, Path], phantom: tuple[Volume, Volume]
+) -> None:
+    from sparseseg.errors import InputError
+    from sparseseg.io.writer import write_volume
+
+    image_file, _ = phantom_files
+    image, label = phantom
+    moved = Volume(label.array, image.spacing, (0.0, 0.0, 0.0), image.direction)
+    other = write_volume(tmp_path / "moved.nii.gz", label.array, moved)
+    with pytest.raises(InputError, match="another grid"):
+        open_viewer(image_file, labels=other)
+
+
+def test_the_plugin_manifest_gives_reader_and_widget(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+) -> None:
+    image_file, label_file = phantom_files
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(image_file), plugin="sparseseg")
+    [labels] = viewer.open(str(label_file), plugin="sparseseg")
+    assert tuple(image.scale) == tuple(labels.scale) == (3.0, 1.25, 1.5)
+    assert type(labels).__name__ == "Labels"
+    _, widget = viewer.window.add_plugin_dock_widget("sparseseg", "OneSeg annotation")
+    assert isinstance(widget, AnnotationWidget)
+    assert (widget.image_layer.name, widget.labels_layer.name) == (image.name, labels.name)
+    assert widget.painted_slices == labeled_slices(labels.data)
+    k = widget.painted_slices[0]
+    widget.labels_layer.data_setitem((np.array([k + 1]), np.array([0]), np.array([0])), 2)
+    qtbot.waitUntil(lambda: k + 1 in widget.painted_slices, timeout=WAIT_MS)
