@@ -1,7 +1,8 @@
 """Dice against the number of annotated slices: the annotation loop, simulated.
 
 For every case (and every structure of it, scored on its own), an annotator draws the middle
-slice of the structure's extent, then adds slices one at a time up to ``--slices``, chosen
+slice of the structure's extent (``--start largest``: its largest-area slice, for ``suggest``
+and ``random``), then adds slices one at a time up to ``--slices``, chosen
 
 * ``suggest``: by ``sparseseg oneseg suggest`` on the current result (the method's own
   propagation; interpolation, which has no uncertainty, takes OneSeg's suggestions, so it
@@ -74,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--registration-strategies", default="uniform,suggest",
                         help="strategies run with registration (slow: ~10-30 s a volume)")
+    parser.add_argument("--start", choices=("middle", "largest"), default="middle",
+                        help="first slice of suggest and random: the middle of the "
+                        "structure's extent (= uniform with 1 slice) or its largest-area slice")
     parser.add_argument("--criterion", default="gain",
                         help="suggest criterion (gain, uncertainty, distance)")
     parser.add_argument("--fusion", default="union", help="fusion between slices")
@@ -108,12 +112,14 @@ def _propagate(model: OneSegModel, image: Volume, ann: SliceAnnotation, method: 
 
 def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, methods: list[str],
                    strategies: list[str], reg_strategies: set[str], n_max: int,
-                   criterion: str, fusion: str, seed: int) -> list[dict]:
+                   criterion: str, fusion: str, seed: int, start_at: str = "middle"
+                   ) -> list[dict]:
     """All rows of one structure of one case."""
     stack = np.moveaxis(mask, SLICE_AXIS, 0)
     present = np.flatnonzero(stack.reshape(stack.shape[0], -1).any(axis=1))
     lo, hi = int(present[0]), int(present[-1])
-    start = uniform_slices(lo, hi, 1)[0]
+    areas = stack.reshape(stack.shape[0], -1).sum(axis=1)
+    start = uniform_slices(lo, hi, 1)[0] if start_at == "middle" else int(np.argmax(areas))
     rows = []
     rng = np.random.default_rng(seed)
     others = [k for k in range(lo, hi + 1) if k != start]
@@ -223,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in structure_runs(model, image, mask, methods=methods,
                                     strategies=strategies, reg_strategies=reg,
                                     n_max=args.slices, criterion=args.criterion,
-                                    fusion=args.fusion, seed=args.seed + ci):
+                                    fusion=args.fusion, seed=args.seed + ci,
+                                    start_at=args.start):
                 rows.append({"case": case.name, "structure": value or 1, **r})
                 logging.info("%s %s %s %s n=%d [%s] dice=%.3f %.1fs", case.name, value or 1,
                              r["method"], r["strategy"], r["n"], r["slices"], r["dice"],
@@ -235,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     columns += [(f"n{n}", f"{n} slice{'s' if n > 1 else ''}", ".3f")
                 for n in range(1, args.slices + 1)]
     print(f"\n{args.dataset}: mean Dice vs annotated slices ({len(cases)} cases, "
-          f"fusion {args.fusion}, suggest criterion {args.criterion})")
+          f"fusion {args.fusion}, suggest criterion {args.criterion}, suggest and random "
+          f"start at the {args.start} slice)")
     print(format_table(table, columns))
     chart = _plot.line_chart(
         {f"{r['method']} {r['strategy']}": (list(range(1, args.slices + 1)),

@@ -136,3 +136,20 @@ def test_autosave_is_written_atomically_per_image(
     assert np.array_equal(back.array, label.array) and back.same_geometry(image)
     assert [p.name for p in autosave_dir.iterdir()] == [written.name]  # no temporary left
     assert label_dtype(np.array([300])) == np.int16
+
+
+def test_a_painted_empty_slice_tells_the_propagation_nothing_is_there() -> None:
+    """An erased (painted, now empty) slice is an annotation: copy stops there."""
+    from sparseseg.napari.tasks import propagate_labels
+
+    image = Volume(np.random.default_rng(0).random((12, 10, 9)).astype(np.float32),
+                   (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
+    labels = np.zeros(image.shape, np.uint8)
+    labels[3:7, 3:7, 2] = 1
+    painted = to_display(labels)  # slice 6 painted too, but erased: empty
+    only_labeled = propagate_labels(image=image, annotation=painted, model=None, method="copy")
+    with_erased = propagate_labels(image=image, annotation=painted, model=None, method="copy",
+                                   painted=[2, 6])
+    assert from_display(only_labeled)[:, :, 6:].any()  # copy runs to the end
+    assert not from_display(with_erased)[:, :, 6:].any()  # ...unless told it stops at 6
+    assert (from_display(with_erased)[:, :, :6] == labels[:, :, 2:3]).all()

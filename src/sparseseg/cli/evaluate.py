@@ -10,7 +10,6 @@ from pathlib import Path
 
 from sparseseg.cli.common import comma_ints, quiet_parent
 from sparseseg.errors import SparsesegError
-from sparseseg.metrics import METRIC_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +67,7 @@ def format_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Evaluate files or folders and print a table or JSON."""
     from sparseseg.evaluation import evaluate_files, evaluate_folders, summarise
+    from sparseseg.metrics import METRIC_NAMES
 
     pred, truth = Path(args.pred), Path(args.truth)
     if args.image is not None and args.png is None:

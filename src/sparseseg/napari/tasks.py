@@ -7,17 +7,19 @@ the image volume, calls :mod:`sparseseg.oneseg`, and returns layer data again.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sparseseg.errors import InputError
+from sparseseg.io.axes import SLICE_AXIS
 from sparseseg.io.volume import Volume
 from sparseseg.io.writer import write_volume
 from sparseseg.napari.layers import from_display, label_dtype, to_display
 from sparseseg.napari.painting import labeled_slices
+from sparseseg.oneseg.annotation import SliceAnnotation
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``, called after each propagated slice."""
@@ -67,6 +69,22 @@ def load_model(path: str | Path | None, device: str = "auto"):
     return _load_model(str(path.resolve()), device, stamp)
 
 
+def painted_annotation(annotation: np.ndarray, painted: Iterable[int] | None
+                       ) -> np.ndarray | SliceAnnotation:
+    """What the API is given: the painted slices, each one exact.
+
+    With ``painted`` (the slices the user touched) a painted slice left without any label is
+    kept as a slice annotated empty ("no structure here", e.g. an erased leak), which the
+    propagation respects; without it only the slices holding labels count.
+    """
+    volume = from_display(annotation)
+    if painted is None:
+        return volume
+    stack = np.moveaxis(volume, SLICE_AXIS, 0)
+    return SliceAnnotation({int(k): np.ascontiguousarray(stack[k]) for k in sorted(painted)},
+                           n_slices=stack.shape[0])
+
+
 def propagate_labels(
     *,
     image: Volume,
@@ -75,6 +93,7 @@ def propagate_labels(
     method: str,
     device: str = "auto",
     progress: Progress | None = None,
+    painted: Iterable[int] | None = None,
 ) -> np.ndarray:
     """Propagate the painted slices through the volume.
 
@@ -86,6 +105,7 @@ def propagate_labels(
             (:func:`sparseseg.oneseg.propagate`).
         device: Where to compute.
         progress: Called with ``(done, total)`` after each propagated slice.
+        painted: The slices the user painted (:func:`painted_annotation`).
 
     Returns:
         The propagated labels in layer order (painted slices as returned by the API; the
@@ -102,7 +122,7 @@ def propagate_labels(
     result = oneseg.propagate(
         model=net,
         image=image,
-        annotation=from_display(annotation),
+        annotation=painted_annotation(annotation, painted),
         method=method,
         device=device,
         progress=progress or False,
@@ -118,6 +138,7 @@ def suggest_slice(
     method: str,
     device: str = "auto",
     progress: Progress | None = None,
+    painted: Iterable[int] | None = None,
 ) -> SliceSuggestion:
     """The slice to paint next.
 
@@ -132,6 +153,7 @@ def suggest_slice(
         method: Propagation method used to judge the slices.
         device: Where to compute.
         progress: Called with ``(done, total)`` after each propagated slice.
+        painted: The slices the user painted (:func:`painted_annotation`).
 
     Raises:
         SparsesegError: Bad model folder or annotation, or no ``suggest`` in this sparseseg.
@@ -143,7 +165,8 @@ def suggest_slice(
         if net is None:
             return SliceSuggestion(middle_slice(image.array), "middle")
         return SliceSuggestion(oneseg.select(model=net, image=image, device=device), "select")
-    found = oneseg.suggest(model=net, image=image, annotation=from_display(annotation),
+    found = oneseg.suggest(model=net, image=image,
+                           annotation=painted_annotation(annotation, painted),
                            method=method, device=device, progress=progress or False)
     return SliceSuggestion(int(found.slice), "suggest", np.asarray(found.confidence),
                            to_display(found.labels.array))

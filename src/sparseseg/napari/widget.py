@@ -276,7 +276,8 @@ class AnnotationWidget(QWidget):
             self._run(
                 tasks.suggest_slice,
                 dict(image=image, annotation=annotation, model=self.model,
-                     method=self.method, device=self.device, progress=self.progressed.emit),
+                     method=self.method, device=self.device, progress=self.progressed.emit,
+                     painted=sorted(tracker.slices)),
                 self._suggested,
                 "finding the slice to paint",
             )
@@ -291,7 +292,8 @@ class AnnotationWidget(QWidget):
             self._run(
                 tasks.propagate_labels,
                 dict(image=image, annotation=annotation, model=self.model,
-                     method=self.method, device=self.device, progress=self.progressed.emit),
+                     method=self.method, device=self.device, progress=self.progressed.emit,
+                     painted=sorted(tracker.slices)),
                 self._propagated,
                 f"propagating {self.method} from slice(s) "
                 f"{_ranges(labeled_slices(annotation))}",
