@@ -53,14 +53,15 @@ from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.preprocess import normalise_intensity
 
 FUSIONS = ("union", "distance", "nearest")
-"""How the two chains between annotated slices ``a < b`` are joined on slice ``k``:
-``union`` (default): each label's probability is the larger of the two chains', background's
-the smaller, so a pixel is labeled when either chain labels it; ``distance``: probabilities
-averaged with weights ``(b - k) / (b - a)`` and ``(k - a) / (b - a)``; ``nearest``: the chain
-from the nearer annotated slice. A chain that starts from a small outline cannot grow it
-much, so between a large and a small annotated outline the copy of the large one is needed
-right up to the small one: on LeftAtrium (6 held-out cases, OneSeg, 2 / 3 evenly spaced
-slices) union scored 0.871 / 0.890 mean Dice, distance 0.832 / 0.877, nearest 0.833 /
+"""How the two chains between annotated slices ``a < b`` are joined on slice ``k``: ``union``
+(default): each label's probability is the larger of the two chains', background's the smaller,
+so a pixel is labeled when either chain labels it; ``distance``: probabilities averaged with
+weights ``(b - k) / (b - a)`` and ``(k - a) / (b - a)``; ``nearest``: the chain from the nearer
+annotated slice. Between an annotated outline and a slice annotated empty (the labels end there)
+union becomes distance: the labels fade out half way. A chain that starts from a small outline
+cannot grow it much, so between a large and a small annotated outline the copy of the large one
+is needed right up to the small one: on LeftAtrium (6 held-out cases, OneSeg, 2 / 3 evenly
+spaced slices) union scored 0.871 / 0.890 mean Dice, distance 0.832 / 0.877, nearest 0.833 /
 0.874, a geometric mean 0.814 / 0.860 (docs/benchmarks.md)."""
 
 UNCERTAIN = 0.05
@@ -293,21 +294,27 @@ class _GroupRun:
         for a, b in zip(keys[:-1], keys[1:], strict=True):
             if b - a < 2:
                 continue
+            # An end annotated empty says the labels are gone there: union would let the other
+            # chain run right up to it, so such a stretch is split by distance instead.
+            fusion = self.fusion
+            if fusion == "union" and not (self.keys[a].any() and self.keys[b].any()):
+                fusion = "distance"
             backward = dict(self._chain(b, a, -1))
             for k, fwd in self._chain(a, b, 1):
                 bwd = backward.pop(k, None)
-                self._fuse(k, a, b, fwd, bwd)
+                self._fuse(k, a, b, fwd, bwd, fusion)
             for k, bwd in backward.items():  # the forward chain stopped before these
-                self._fuse(k, a, b, None, bwd)
+                self._fuse(k, a, b, None, bwd, fusion)
 
-    def _fuse(self, k: int, a: int, b: int, fwd: _Link | None, bwd: _Link | None) -> None:
+    def _fuse(self, k: int, a: int, b: int, fwd: _Link | None, bwd: _Link | None,
+              fusion: str) -> None:
         empty = one_hot(np.zeros_like(self.labels[k]), self.classes)
         pf = self._probs(fwd) if fwd is not None else empty
         pb = self._probs(bwd) if bwd is not None else empty
         wf = (b - k) / (b - a)
-        if self.fusion == "nearest":
+        if fusion == "nearest":
             probs = pf if wf > 0.5 else pb if wf < 0.5 else 0.5 * (pf + pb)
-        elif self.fusion == "distance":
+        elif fusion == "distance":
             probs = wf * pf + (1 - wf) * pb
         else:  # union
             probs = np.maximum(pf, pb)
