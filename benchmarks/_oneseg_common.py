@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sparseseg import oneseg
 from sparseseg.io import SLICE_AXIS, Case, Volume, find_cases
@@ -88,6 +90,25 @@ def train_model(
     oneseg.train(images=list(images), output=output, network=network, training=training,
                  device="cpu", progress=False)
     return OneSegModel.load(output), time.monotonic() - start
+
+
+def start_run(args: argparse.Namespace) -> Path:
+    """Log to the console, use ``args.threads`` threads, create ``args.out``; return it."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def load_or_train(args: argparse.Namespace, images: Sequence[str | Path], default: Path
+                  ) -> tuple[OneSegModel, Path, float]:
+    """The model of ``args.model``, or one trained on ``images`` into ``default`` (labels never
+    read); returns it, its folder and the training seconds (0 when loaded)."""
+    if args.model:
+        return OneSegModel.load(args.model), Path(args.model), 0.0
+    model, seconds = train_model(images, default, args)
+    return model, default, seconds
 
 
 def slice_areas(mask: np.ndarray) -> np.ndarray:

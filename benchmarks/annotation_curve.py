@@ -40,10 +40,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks import _plot
-from benchmarks._oneseg_common import add_training_options, format_table, train_model
+from benchmarks._oneseg_common import (
+    add_training_options,
+    format_table,
+    load_or_train,
+    start_run,
+)
 from benchmarks._tables import write_csv
 from sparseseg import oneseg
 from sparseseg.io import SLICE_AXIS, Case, Volume, find_cases, read_label, read_volume
@@ -199,19 +203,13 @@ def summary(rows: list[dict], n_max: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return 0."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(args)
     data = Path(args.data or DATASETS[args.dataset][0])
     train_cases, cases = dataset_cases(args.dataset, data)
     if args.limit:
         cases = cases[: args.limit]
-    if args.model:
-        model = OneSegModel.load(args.model)
-    else:
-        model, _ = train_model([c.image for c in train_cases],
-                               out / f"annotation_curve_{args.dataset}_model", args)
+    model, _, _ = load_or_train(args, [c.image for c in train_cases],
+                                out / f"annotation_curve_{args.dataset}_model")
     methods = [m for m in args.methods.split(",") if m]
     strategies = [s for s in args.strategies.split(",") if s]
     reg = set(args.registration_strategies.split(","))

@@ -27,7 +27,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks import _plot
 from benchmarks._oneseg_common import (
@@ -35,18 +34,18 @@ from benchmarks._oneseg_common import (
     START_NAMES,
     add_training_options,
     format_table,
+    load_or_train,
     mean_table,
     one_slice,
     organ_starts,
     propagate,
-    train_model,
+    start_run,
 )
 from benchmarks._tables import write_csv
 from sparseseg import oneseg
 from sparseseg.io import find_cases, read_label, read_volume
 from sparseseg.io.dataset import read_dataset_json
 from sparseseg.metrics import chaos_metrics
-from sparseseg.oneseg.model import OneSegModel
 from sparseseg.viz import preview_slices, side_by_side, write_png
 
 
@@ -76,10 +75,7 @@ def modality(case_name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return 0."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(args)
     data = Path(args.data)
     labels = read_dataset_json(data).get("labels", {})
     names = {int(v): k for k, v in labels.items() if int(v) > 0}
@@ -87,14 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cases:
         wanted = set(args.cases.split(","))
         cases = [c for c in cases if c.name in wanted]
-    train_seconds = 0.0
-    if args.model:
-        model_dir = Path(args.model)
-        model = OneSegModel.load(model_dir)
-    else:
-        model_dir = out / "oneseg_abdomen_model"
-        # Self-supervised on the images to be labelled; labels are not read for training.
-        model, train_seconds = train_model([c.image for c in cases], model_dir, args)
+    # Self-supervised on the images to be labelled; labels are not read for training.
+    model, model_dir, train_seconds = load_or_train(args, [c.image for c in cases],
+                                                    out / "oneseg_abdomen_model")
     methods = [m for m in args.methods.split(",") if m]
     starts_wanted = [s for s in args.starts.split(",") if s]
     organs = [int(v) for v in args.organs.split(",")] if args.organs else sorted(names)

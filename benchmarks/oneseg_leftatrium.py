@@ -27,7 +27,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks import _plot
 from benchmarks._oneseg_common import (
@@ -36,19 +35,19 @@ from benchmarks._oneseg_common import (
     add_training_options,
     format_table,
     leftatrium_split,
+    load_or_train,
     mean_by_distance,
     mean_table,
     one_slice,
     propagate,
     slice_areas,
     slice_dice_by_distance,
+    start_run,
     start_slices,
-    train_model,
 )
 from benchmarks._tables import write_csv
 from sparseseg.io import Volume, read_label, read_volume
 from sparseseg.metrics import chaos_metrics
-from sparseseg.oneseg.model import OneSegModel
 from sparseseg.viz import side_by_side, write_png
 
 
@@ -95,18 +94,10 @@ def case_figure(path: Path, image: Volume, truth: np.ndarray, preds: dict[str, n
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return 0."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(args)
     train_cases, val_cases = leftatrium_split(args.data, args.train, args.limit)
-    train_seconds = 0.0
-    if args.model:
-        model_dir = Path(args.model)
-        model = OneSegModel.load(model_dir)
-    else:
-        model_dir = out / "oneseg_leftatrium_model"
-        model, train_seconds = train_model([c.image for c in train_cases], model_dir, args)
+    model, model_dir, train_seconds = load_or_train(args, [c.image for c in train_cases],
+                                                    out / "oneseg_leftatrium_model")
     methods = [m for m in args.methods.split(",") if m]
     starts_wanted = [s for s in args.starts.split(",") if s]
     rows, slice_rows = [], []

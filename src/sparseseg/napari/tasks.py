@@ -175,17 +175,14 @@ def suggest_slice(
 def middle_slice(array: np.ndarray) -> int:
     """The middle one of the slices holding structure (intensity spread), model-free.
 
-    A slice holds structure when its intensity standard deviation exceeds a quarter of the
-    largest one, as :func:`sparseseg.oneseg.select` with ``criterion="middle"`` decides.
+    Decided like :func:`sparseseg.oneseg.select` with ``criterion="middle"``
+    (:func:`~sparseseg.oneseg.screening.middle_structure_slice`), on the raw intensities.
     """
     from sparseseg.io.axes import to_slices
+    from sparseseg.oneseg.screening import middle_structure_slice
 
     slices = to_slices(np.asarray(array, np.float32))
-    spread = slices.reshape(slices.shape[0], -1).std(axis=1)
-    inside = np.flatnonzero(spread > 0.25 * spread.max()) if spread.max() > 0 else None
-    if inside is None or inside.size == 0:
-        return slices.shape[0] // 2
-    return int(inside[len(inside) // 2])
+    return middle_structure_slice(slices.reshape(slices.shape[0], -1).std(axis=1))
 
 
 def save_labels(path: str | Path, data: np.ndarray, reference: Volume) -> Path:

@@ -121,11 +121,6 @@ class SliceAnnotation:
             raise ValueError(f"slice shape {label.shape} differs from {self.plane}")
         return SliceAnnotation({**self.slices, int(index): label}, self.n_slices)
 
-    def without_slice(self, index: int) -> SliceAnnotation:
-        """A copy in which slice ``index`` is no longer annotated."""
-        return SliceAnnotation({k: s for k, s in self.slices.items() if k != index},
-                               self.n_slices)
-
 
 def _check_index(index: int, n: int, path: Path | None) -> None:
     if not 0 <= index < n:

@@ -39,7 +39,11 @@ from sparseseg.oneseg.propagation import (
     Propagation,
     propagate_annotation,
 )
-from sparseseg.oneseg.screening import most_representative
+from sparseseg.oneseg.screening import (
+    middle_structure_slice,
+    most_representative,
+    structure_slices,
+)
 from sparseseg.oneseg.suggestion import CRITERIA, slice_scores, suggest_slice
 from sparseseg.oneseg.training import OneSegTrainer, TrainConfig, TrainState
 from sparseseg.precision import precision_name, resolve_precision
@@ -250,11 +254,9 @@ def select(
     pooled = net.pooled(net.features(slices))
     # Slices with almost no structure (outside the body) may not win.
     spread = slices.flatten(1).std(dim=1).cpu().numpy()
-    candidates = spread > 0.25 * spread.max() if spread.max() > 0 else None
     if criterion == "middle":
-        inside = np.flatnonzero(candidates) if candidates is not None else np.arange(len(pooled))
-        return int(inside[len(inside) // 2])
-    return most_representative(pooled, candidates=candidates)
+        return middle_structure_slice(spread)
+    return most_representative(pooled, candidates=structure_slices(spread))
 
 
 AnnotationInput = PathLike | Sequence[PathLike] | Volume | np.ndarray | SliceAnnotation
@@ -279,7 +281,9 @@ def _as_annotation(annotation: AnnotationInput, vol: Volume,
     return read_annotation(annotation, vol, index=slice_index)
 
 
-def _check_method(method: str, model: object) -> None:
+def _check_options(method: str, model: object, fusion: str) -> None:
+    if fusion not in FUSIONS:
+        raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
     if method not in METHODS:
         raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
     if method == "oneseg" and model is None:
@@ -317,8 +321,6 @@ def _run(
     progress: bool | ProgressFunction,
 ) -> Propagation:
     """Propagate ``annotation`` through ``vol`` with a slice-by-slice method."""
-    if fusion not in FUSIONS:
-        raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
     with torch.inference_mode():
         if method == "oneseg":
             propagator = OneSegPropagator(_as_model(model, device), vol.array, anchor=anchor)
@@ -387,7 +389,7 @@ def propagate(
     Raises:
         InputError: Bad annotation or volume (see the CLI docs).
     """
-    _check_method(method, model)
+    _check_options(method, model, fusion)
     if preview is not None:
         check_png_path(preview)
     vol = _as_volume(image)
@@ -479,7 +481,7 @@ def suggest(
         InputError: Bad annotation or volume, every slice annotated, or a method that does
             not propagate.
     """
-    _check_method(method, model)
+    _check_options(method, model, fusion)
     if method not in PROPAGATORS:
         raise InputError(f"suggest needs a propagating method ({', '.join(PROPAGATORS)}), "
                          f"not {method!r}")
@@ -589,9 +591,7 @@ def propagate_batch(
     from sparseseg.batch import BatchError, match_case_files, run_batch, validate_parts
 
     validate_parts(num_parts, part_id)
-    _check_method(method, model)
-    if fusion not in FUSIONS:
-        raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
+    _check_options(method, model, fusion)
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
     annotations, output = Path(annotations), Path(output)
     if output.exists() and annotations.exists() and output.samefile(annotations):

@@ -110,7 +110,7 @@ class Propagator(ABC):
 def _one_hot(label: np.ndarray, classes: np.ndarray, size: tuple[int, int] | None = None
              ) -> torch.Tensor:
     """``(1, D, h, w)`` soft one-hot of ``label`` over ``classes``, area-averaged to ``size``."""
-    lab = torch.from_numpy(np.ascontiguousarray(label)).long()
+    lab = torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
     lut = torch.zeros(int(max(classes.max(), lab.max())) + 1, dtype=torch.long)
     lut[torch.from_numpy(classes).long()] = torch.arange(len(classes))
     onehot = F.one_hot(lut[lab], len(classes)).permute(2, 0, 1)[None].float()
@@ -120,11 +120,7 @@ def _one_hot(label: np.ndarray, classes: np.ndarray, size: tuple[int, int] | Non
 def one_hot(label: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """``(len(classes), H, W)`` float32 one-hot of a label slice (values outside ``classes``
     count as background)."""
-    out = np.zeros((len(classes), *label.shape), np.float32)
-    for c, v in enumerate(classes):
-        out[c] = label == v
-    out[0] += 1.0 - out.sum(axis=0)
-    return out
+    return _one_hot(label, classes)[0].numpy()
 
 
 class OneSegPropagator(Propagator):
@@ -203,9 +199,7 @@ class Propagation:
     def confidence(self) -> np.ndarray:
         """Per slice, ``1 -`` the mean doubt over its labeled or uncertain pixels (1 where
         there is nothing to doubt, and on annotated slices)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(self.region > 0, self.uncertainty / np.maximum(self.region, 1), 0)
-        return 1.0 - mean
+        return 1.0 - np.where(self.region > 0, self.uncertainty / np.maximum(self.region, 1), 0.0)
 
 
 @dataclass
@@ -226,6 +220,8 @@ class _GroupRun:
                  tick: Callable[[], None]) -> None:
         self.p = propagator
         self.classes = classes
+        self.channel = np.zeros(int(classes.max()) + 1, np.int64)  # label value -> channel
+        self.channel[classes] = np.arange(len(classes))
         self.keys = keys
         self.n = n
         self.fusion = fusion
@@ -239,10 +235,15 @@ class _GroupRun:
         self.region = np.zeros(n)
         self.disagreement = np.zeros(n)
 
-    def _probs(self, link: _Link) -> np.ndarray:
+    def _probs(self, link: _Link | None, raw: np.ndarray | None = None) -> np.ndarray:
+        """A link's probabilities, vanished labels' share moved to background (``raw``: the
+        propagator's probabilities of the link when already at hand; no link: all
+        background)."""
+        if link is None:
+            return one_hot(np.zeros(self.labels.shape[1:], self.labels.dtype), self.classes)
         if link.verified:
             return one_hot(link.label, self.classes)
-        probs = self.p.probabilities(link.scores)
+        probs = raw if raw is not None else self.p.probabilities(link.scores)
         gone = ~np.isin(self.classes, link.present)
         if gone.any():  # a vanished label's share goes to background
             probs[0] += probs[gone].sum(axis=0)
@@ -250,7 +251,8 @@ class _GroupRun:
         return probs
 
     def _chain(self, start: int, stop: int, direction: int):
-        """Yield ``(index, _Link)`` from ``start`` (excluded) towards ``stop`` (excluded)."""
+        """Yield ``(index, _Link, probabilities)`` from ``start`` (excluded) towards ``stop``
+        (excluded); the probabilities are the propagator's, before :meth:`_probs`."""
         current, k = self.keys[start], start
         while k + direction != stop:
             present = np.unique(current)
@@ -269,14 +271,12 @@ class _GroupRun:
                     new[mask & ~kept] = 0
                     new[kept & (new == 0)] = v
                 verified = True
-            yield nxt, _Link(new, present, None if verified else scores, verified)
+            yield nxt, _Link(new, present, None if verified else scores, verified), probs
             self.tick()
             current, k = new, nxt
 
     def _store(self, k: int, probs: np.ndarray, label: np.ndarray) -> None:
-        lut = np.zeros(int(self.classes.max()) + 1, np.int64)
-        lut[self.classes] = np.arange(len(self.classes))
-        win = np.take_along_axis(probs, lut[label][None], axis=0)[0]
+        win = np.take_along_axis(probs, self.channel[label][None], axis=0)[0]
         doubt = 1.0 - probs.max(axis=0)
         self.labels[k] = label
         self.prob[k] = win
@@ -289,8 +289,8 @@ class _GroupRun:
             self.labels[k] = self.keys[k]
             self.prob[k] = 1.0
         for start, stop, direction in ((keys[0], -1, -1), (keys[-1], self.n, 1)):
-            for k, link in self._chain(start, stop, direction):
-                self._store(k, self._probs(link), link.label)
+            for k, link, raw in self._chain(start, stop, direction):
+                self._store(k, self._probs(link, raw), link.label)
         for a, b in zip(keys[:-1], keys[1:], strict=True):
             if b - a < 2:
                 continue
@@ -299,18 +299,19 @@ class _GroupRun:
             fusion = self.fusion
             if fusion == "union" and not (self.keys[a].any() and self.keys[b].any()):
                 fusion = "distance"
-            backward = dict(self._chain(b, a, -1))
-            for k, fwd in self._chain(a, b, 1):
-                bwd = backward.pop(k, None)
-                self._fuse(k, a, b, fwd, bwd, fusion)
+            # The backward chain is kept as links (OneSeg's: feature-grid scores), not as
+            # full-size probabilities, until the forward chain reaches each slice.
+            backward = {k: link for k, link, _ in self._chain(b, a, -1)}
+            for k, fwd, raw in self._chain(a, b, 1):
+                self._fuse(k, a, b, self._probs(fwd, raw), fwd, backward.pop(k, None), fusion)
             for k, bwd in backward.items():  # the forward chain stopped before these
-                self._fuse(k, a, b, None, bwd, fusion)
+                self._fuse(k, a, b, self._probs(None), None, bwd, fusion)
 
-    def _fuse(self, k: int, a: int, b: int, fwd: _Link | None, bwd: _Link | None,
-              fusion: str) -> None:
-        empty = one_hot(np.zeros_like(self.labels[k]), self.classes)
-        pf = self._probs(fwd) if fwd is not None else empty
-        pb = self._probs(bwd) if bwd is not None else empty
+    def _fuse(self, k: int, a: int, b: int, pf: np.ndarray, fwd: _Link | None,
+              bwd: _Link | None, fusion: str) -> None:
+        """Join the forward chain's probabilities ``pf`` (link ``fwd``) with the backward
+        chain's link ``bwd`` on slice ``k`` between annotated slices ``a < b``."""
+        pb = self._probs(bwd)
         wf = (b - k) / (b - a)
         if fusion == "nearest":
             probs = pf if wf > 0.5 else pb if wf < 0.5 else 0.5 * (pf + pb)

@@ -116,3 +116,18 @@ def neighbour_chain(
         for j in range(length)
         if start + (j + 1) * gap < n_slices
     ]
+
+
+def structure_slices(spread: np.ndarray) -> np.ndarray | None:
+    """Slices that hold structure: intensity spread (standard deviation) above a quarter of
+    the largest; ``None`` when every slice is flat."""
+    spread = np.asarray(spread)
+    return spread > 0.25 * spread.max() if spread.max() > 0 else None
+
+
+def middle_structure_slice(spread: np.ndarray) -> int:
+    """The middle one of the slices that hold structure (:func:`structure_slices`), or of all
+    slices when every one is flat."""
+    mask = structure_slices(spread)
+    inside = np.flatnonzero(mask) if mask is not None else np.arange(len(spread))
+    return int(inside[len(inside) // 2])
