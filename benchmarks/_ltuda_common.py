@@ -37,12 +37,6 @@ def write_subset(folder: Path, cases: Sequence[Case], keep: Sequence[int] | None
     return folder
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """3D Dice of two boolean masks (1 when both are empty)."""
-    denom = pred.sum() + ref.sum()
-    return 1.0 if denom == 0 else float(2 * (pred & ref).sum() / denom)
-
-
 def evaluate(model: Path, test: Sequence[Case], organ_values: dict[str, int],
              out: Path) -> dict[str, float]:
     """Predict the test cases; return the mean Dice per organ, ``mean`` and ``confusion``.
@@ -51,7 +45,7 @@ def evaluate(model: Path, test: Sequence[Case], organ_values: dict[str, int],
     fraction of organ voxels predicted as another organ.
     """
     from sparseseg.ltuda import predict
-    from sparseseg.metrics import organ_confusion
+    from sparseseg.metrics import dice, organ_confusion
 
     config = json.loads((model / "config.json").read_text())
     organs = config["organs"]

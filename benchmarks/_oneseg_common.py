@@ -14,6 +14,7 @@ import torch
 
 from sparseseg import oneseg
 from sparseseg.io import SLICE_AXIS, Case, Volume, find_cases
+from sparseseg.metrics import dice
 from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.training import TrainConfig
@@ -173,10 +174,9 @@ def slice_dice_by_distance(pred: np.ndarray, truth: np.ndarray, k0: int) -> list
     rows = []
     for k in range(p.shape[0]):
         pa, ta = int(p[k].sum()), int(t[k].sum())
-        if pa == 0 and ta == 0:
+        if pa == 0 and ta == 0:  # not scored (metrics.dice would say 1)
             continue
-        inter = int((p[k] & t[k]).sum())
-        rows.append({"slice": k, "distance": k - k0, "dice": 2 * inter / (pa + ta),
+        rows.append({"slice": k, "distance": k - k0, "dice": dice(p[k], t[k]),
                      "truth_area": ta, "pred_area": pa})
     return rows
 

@@ -1,6 +1,7 @@
 """Tiny line and bar charts drawn with Pillow (matplotlib is not a dependency).
 
 Each function returns an ``(H, W, 3)`` uint8 picture; :func:`save` writes it atomically.
+Canvases, fonts and text come from :mod:`sparseseg.viz.layout`, as in the figures.
 """
 
 from __future__ import annotations
@@ -10,20 +11,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from sparseseg.viz import PALETTE, write_png
+from sparseseg.viz.layout import Canvas, font
 
 WHITE = (255, 255, 255)
 INK = (30, 30, 30)
 GRID = (225, 225, 225)
-
-
-def _font(size: int = 13) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
+TEXT_SIZE = 13
+"""Font size of axis labels, ticks and legends (titles are 15, bar values 11)."""
 
 
 def colour(i: int) -> tuple[int, int, int]:
@@ -65,11 +61,11 @@ def _fmt(v: float) -> str:
 class _Axes:
     """Mapping of data to pixels plus the frame, grid and labels around a plot area."""
 
-    def __init__(self, draw: ImageDraw.ImageDraw, size: tuple[int, int], *, title: str,
+    def __init__(self, canvas: Canvas, size: tuple[int, int], *, title: str,
                  xlabel: str, ylabel: str, x_range: tuple[float, float],
                  y_range: tuple[float, float], log_x: bool = False, log_y: bool = False,
                  legend_width: int = 0) -> None:
-        self.draw, self.font = draw, _font()
+        self.canvas, self.draw = canvas, canvas.draw
         width, height = size
         self.left, self.right = 70, width - 20 - legend_width
         self.top, self.bottom = 54, height - 55
@@ -80,10 +76,10 @@ class _Axes:
             self.x1 = self.x0 + 1
         if self.y1 <= self.y0:
             self.y1 = self.y0 + 1
-        draw.text((self.left, 8), title, fill=INK, font=_font(15))
-        draw.text(((self.left + self.right) // 2 - 4 * len(xlabel), height - 25), xlabel,
-                  fill=INK, font=self.font)
-        draw.text((8, self.top - 22), ylabel, fill=INK, font=self.font)
+        canvas.text((self.left, 8), title, fill=INK, size=15)
+        canvas.text(((self.left + self.right) // 2 - 4 * len(xlabel), height - 25), xlabel,
+                    fill=INK, size=TEXT_SIZE)
+        canvas.text((8, self.top - 22), ylabel, fill=INK, size=TEXT_SIZE)
 
     def px(self, x: float, y: float) -> tuple[float, float]:
         """Pixel of a data point."""
@@ -104,13 +100,15 @@ class _Axes:
             if self.left - 1 <= u <= self.right + 1:
                 d.line([(u, self.top), (u, self.bottom)], fill=GRID)
                 text = xtick_labels[i] if xtick_labels is not None else _fmt(t)
-                d.text((u - 3 * len(text), self.bottom + 6), text, fill=INK, font=self.font)
+                self.canvas.text((u - 3 * len(text), self.bottom + 6), text, fill=INK,
+                                 size=TEXT_SIZE)
         for t in yticks:
             _, v = self.px(self._xmin(), t)
             if self.top - 1 <= v <= self.bottom + 1:
                 d.line([(self.left, v), (self.right, v)], fill=GRID)
                 text = _fmt(t)
-                d.text((self.left - 8 - 7 * len(text), v - 7), text, fill=INK, font=self.font)
+                self.canvas.text((self.left - 8 - 7 * len(text), v - 7), text, fill=INK,
+                                 size=TEXT_SIZE)
         d.rectangle([self.left, self.top, self.right, self.bottom], outline=INK)
 
     def _xmin(self) -> float:
@@ -124,12 +122,11 @@ class _Axes:
         for i, name in enumerate(names):
             y = self.top + 4 + 20 * i
             self.draw.rectangle([x, y + 2, x + 14, y + 14], fill=colour(i), outline=INK)
-            self.draw.text((x + 20, y), name, fill=INK, font=self.font)
+            self.canvas.text((x + 20, y), name, fill=INK, size=TEXT_SIZE)
 
 
 def _legend_width(names: Sequence[str]) -> int:
-    font = _font()
-    return 40 + max((int(font.getbbox(n)[2]) for n in names), default=0)
+    return 40 + max((int(font(TEXT_SIZE).getbbox(n)[2]) for n in names), default=0)
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
@@ -166,9 +163,9 @@ def line_chart(
         yticks = _log_ticks(min(ys), max(ys))
     else:
         yticks = nice_ticks(min(0.0, min(ys)), max(ys))
-    image = Image.new("RGB", size, WHITE)
-    draw = ImageDraw.Draw(image)
-    axes = _Axes(draw, size, title=title, xlabel=xlabel, ylabel=ylabel,
+    canvas = Canvas.blank(size, WHITE)
+    draw = canvas.draw
+    axes = _Axes(canvas, size, title=title, xlabel=xlabel, ylabel=ylabel,
                  x_range=(xticks[0], xticks[-1]),
                  y_range=y_range or (yticks[0], yticks[-1]), log_x=log_x, log_y=log_y,
                  legend_width=_legend_width(names))
@@ -192,7 +189,7 @@ def line_chart(
                 u, v = axes.px(x, y)
                 draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=colour(i))
     axes.legend(names, axes.right + 12)
-    return np.asarray(image).copy()
+    return canvas.pixels()
 
 
 def bar_chart(
@@ -214,16 +211,15 @@ def bar_chart(
         min(0.0, min(values)), max(values))
     if size is None:
         size = (max(560, 110 + len(groups) * (28 * len(names) + 30) + _legend_width(names)), 460)
-    image = Image.new("RGB", size, WHITE)
-    draw = ImageDraw.Draw(image)
+    canvas = Canvas.blank(size, WHITE)
+    draw = canvas.draw
     n_groups = len(groups)
-    axes = _Axes(draw, size, title=title, xlabel="", ylabel=ylabel, x_range=(0, n_groups),
+    axes = _Axes(canvas, size, title=title, xlabel="", ylabel=ylabel, x_range=(0, n_groups),
                  y_range=y_range or (yticks[0], yticks[-1]), legend_width=_legend_width(names))
     centres = [g + 0.5 for g in range(n_groups)]
     axes.frame(centres, yticks, xtick_labels=list(groups))
     group_px = (axes.right - axes.left) / max(n_groups, 1)
     bar_w = 0.8 * group_px / max(len(names), 1)
-    font = _font(11)
     base = max(axes.y0, 0.0)
     for i, vals in enumerate(series.values()):
         for g, value in enumerate(vals):
@@ -234,9 +230,9 @@ def bar_chart(
             _, bottom = axes.px(0, base)
             draw.rectangle([left, min(top, bottom), left + bar_w - 2, max(top, bottom)],
                            fill=colour(i), outline=INK)
-            draw.text((left, min(top, bottom) - 13), f"{value:.2f}", fill=INK, font=font)
+            canvas.text((left, min(top, bottom) - 13), f"{value:.2f}", fill=INK, size=11)
     axes.legend(names, axes.right + 12)
-    return np.asarray(image).copy()
+    return canvas.pixels()
 
 
 def save(path: str | Path, picture: np.ndarray) -> Path:

@@ -32,7 +32,6 @@ import numpy as np
 from benchmarks._ltuda_common import (
     RunGroup,
     dataset_folder,
-    dice,
     run_groups,
 )
 from benchmarks._oneseg_common import format_table, one_slice, slice_areas
@@ -45,6 +44,7 @@ from benchmarks.ltuda_cardiac import (
     structure_subsets,
 )
 from sparseseg.io import Case
+from sparseseg.metrics import dice
 
 RUNS = ("partial", "ltuda")
 """Methods trained on each kind of label."""

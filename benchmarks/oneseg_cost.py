@@ -108,7 +108,7 @@ def ltuda_throughput(steps: int, size: int, seed: int, folder: Path,
     from sparseseg.ltuda.data import load_cases
     from sparseseg.ltuda.model import LTUDAModel
     from sparseseg.ltuda.network import default_depth
-    from sparseseg.ltuda.trainer import Trainer, TrainSettings
+    from sparseseg.ltuda.trainer import TrainConfig, Trainer
 
     data = make_phantom_dataset(folder / "ltuda_phantoms", n_cases=3, shape=(128, 128, 32),
                                 seed=seed)
@@ -120,7 +120,7 @@ def ltuda_throughput(steps: int, size: int, seed: int, folder: Path,
         torch.manual_seed(seed)
         model = LTUDAModel(n_organs=len(organs), base_channels=16, depth=default_depth(size))
         # No warm-up: its steps are partial-label steps, which would time cda/ltuda as partial.
-        settings = TrainSettings(method=method, batch_size=4, seed=seed, warmup_fraction=0.0,
+        settings = TrainConfig(method=method, batch_size=4, seed=seed, warmup_fraction=0.0,
                                  precision=precision)
         trainer = Trainer(model, cases, [], settings, torch.device("cpu"))
         if stage == 2:

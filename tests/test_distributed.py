@@ -124,7 +124,7 @@ def _worker(work: Path, images: Path, set_a: Path, set_b: Path) -> None:
     interrupt["at"] = None
     assert main([*oneseg, "-o", str(work / "oneseg_resumed"), "--resume"]) == 0
 
-    run = ltuda_trainer.Trainer.run
+    fit_ltuda = ltuda_trainer.Trainer.fit
     batch = ltuda_data.SliceSampler.batch
 
     def recording_batch(self):
@@ -132,15 +132,16 @@ def _worker(work: Path, images: Path, set_a: Path, set_b: Path) -> None:
         record["batches"].append(_digest(out))
         return out
 
-    def recording_run(self, on_epoch, on_step=None, *, checkpoint=None):
-        run(self, on_epoch, on_step, checkpoint=checkpoint)
+    def recording_fit_ltuda(self, callback=None, *, on_epoch=None, checkpoint=None):
+        fit_ltuda(self, callback, on_epoch=on_epoch, checkpoint=checkpoint)
         record["ltuda"].append({
             "model": _digest(self.model.state_dict().values()),  # weights, BN, prototypes
             "teacher": _digest(self.teacher.state_dict().values()),
-            "stage": self.stage, "steps": self.step,
+            "stage": self.stage, "steps": self.step, "epoch": self.epoch,
+            "history": [r.epoch for r in self.history],
         })
 
-    ltuda_trainer.Trainer.run = recording_run
+    ltuda_trainer.Trainer.fit = recording_fit_ltuda
     ltuda_data.SliceSampler.batch = recording_batch
     assert main(["-q", "ltuda", "train", "-o", str(work / "ltuda"), "--dataset", str(set_a),
                  "liver=1", "--dataset", str(set_b), "spleen=2", "kidney=3", "--size", "32",
@@ -188,7 +189,10 @@ def test_processes_draw_different_batches_and_hold_identical_weights(torchrun_re
     assert straight["steps"] == 8  # 16 pairs / batch 2 / 2 processes x 2 epochs
     assert resumed == straight  # interrupted and resumed under torchrun: the same result
     (a,), (b,) = r0["ltuda"], r1["ltuda"]
+    # Rank 0 alone validates (and keeps the epoch results); the 4 epochs end on both.
+    assert a.pop("history") == [1, 2, 3, 4] and b.pop("history") == []
     assert a == b and a["stage"] == 2  # student, buffers, prototypes and teacher agree
+    assert a["epoch"] == 5  # epochs count from 1: all 4 done
     # Each process samples its own data (seed + rank).
     assert r0["batches"][0] != r1["batches"][0]
     assert not set(r0["batches"]) & set(r1["batches"])

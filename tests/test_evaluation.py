@@ -18,6 +18,16 @@ def perturbed(label: Volume, shift: int) -> np.ndarray:
     return np.roll(label.array, shift, axis=0)
 
 
+def _shifted_dice(label: Volume, shift: int) -> dict[int, float]:
+    """Dice of each label of the phantom against itself shifted, counted voxel by voxel."""
+    moved = perturbed(label, shift)
+    out = {}
+    for v in (1, 2, 3, 4):
+        a, b = moved == v, label.array == v
+        out[v] = 2 * int((a & b).sum()) / (int(a.sum()) + int(b.sum()))
+    return out
+
+
 def test_evaluate_files(tmp_path: Path, tiny_phantom, tiny_files) -> None:
     _, label = tiny_phantom
     _, truth = tiny_files
@@ -28,7 +38,8 @@ def test_evaluate_files(tmp_path: Path, tiny_phantom, tiny_files) -> None:
     for v in want:
         assert scores[v] == pytest.approx(want[v])
     assert sorted(scores) == [1, 2, 3, 4]
-    assert all(0 < s["dice"] < 1 for s in scores.values())
+    assert {v: s["dice"] for v, s in scores.items()} == _shifted_dice(label, 1)
+    assert all(0 < s["dice"] < 1 for s in scores.values())  # the shift is not a no-op
     assert list(evaluate_files(pred=pred, truth=truth, labels=[2, 4])) == [2, 4]
     perfect = evaluate_files(pred=truth, truth=truth)
     assert all(s["dice"] == 1.0 and s["assd"] == 0.0 for s in perfect.values())
@@ -78,7 +89,7 @@ def test_evaluate_folders(tmp_path: Path, tiny_phantom) -> None:
     results = evaluate_folders(pred=pred, truth=truth)
     assert list(results) == ["a", "b", "c"]
     assert all(s["dice"] == 1.0 for s in results["a"].values())
-    assert all(0 < s["dice"] < 1 for s in results["b"].values())
+    assert {v: s["dice"] for v, s in results["b"].items()} == _shifted_dice(label, 1)
     # A reference without a prediction is scored as an empty prediction, not skipped.
     assert all(s["dice"] == 0.0 and s["ravd"] == 100.0 for s in results["c"].values())
     mean = summarise(results)

@@ -15,6 +15,7 @@ from sparseseg.metrics import (
     METRIC_NAMES,
     ChaosMetric,
     chaos_metrics,
+    dice,
     evaluate_labels,
     label_values,
     mean_metrics,
@@ -148,6 +149,20 @@ def test_shift_gives_known_distances() -> None:
     assert got["mssd"] == pytest.approx(5.0, abs=TOL)
     assert got["dice"] == pytest.approx(2 * 5 / 14)
     assert got["ravd"] == 0.0
+
+
+def test_dice_known_values_and_empty_masks() -> None:
+    truth = np.zeros((4, 5), bool)
+    truth[0, :4] = True  # 4 voxels
+    pred = np.zeros_like(truth)
+    pred[0, 2:5] = True  # 3 voxels, 2 of them in the truth
+    assert dice(pred, truth) == 2 * 2 / (3 + 4) == dice(truth, pred)
+    assert dice(pred.astype(np.uint8) * 7, truth) == 4 / 7  # any non-zero value is inside
+    assert dice(truth, truth) == 1.0
+    empty = np.zeros_like(truth)
+    assert dice(empty, empty) == 1.0  # nothing to find, nothing found
+    assert dice(empty, truth) == dice(truth, empty) == 0.0
+    assert isinstance(dice(pred, truth), float)
 
 
 def test_identical_masks_are_perfect() -> None:

@@ -173,12 +173,17 @@ def test_other_kind_version_or_plain_safetensors_are_refused(checkpoint_file: Pa
                                                              monkeypatch) -> None:
     with pytest.raises(ModelError, match="'ltuda' training checkpoint, expected 'oneseg'"):
         read_run_state(checkpoint_file, kind="oneseg")
-    monkeypatch.setattr(runstate, "FORMAT_VERSION", runstate.FORMAT_VERSION + 1)
-    newer = encode(RunState(meta={}), kind="ltuda", fingerprint=FINGERPRINT, rng=[{}])
-    monkeypatch.undo()
-    checkpoint_file.write_bytes(newer)
-    with pytest.raises(ModelError, match="format version 2 .* cannot be continued"):
-        read_run_state(checkpoint_file, kind="ltuda")
+    for version in (runstate.FORMAT_VERSION + 1, runstate.OLDEST_VERSION - 1):
+        monkeypatch.setattr(runstate, "FORMAT_VERSION", version)
+        other = encode(RunState(meta={}), kind="ltuda", fingerprint=FINGERPRINT, rng=[{}])
+        monkeypatch.undo()
+        checkpoint_file.write_bytes(other)
+        with pytest.raises(ModelError) as exc:
+            read_run_state(checkpoint_file, kind="ltuda")
+        assert str(exc.value) == (
+            f"{checkpoint_file}: training checkpoint format version {version} (sparseseg "
+            f"{runstate.__version__}) cannot be continued by sparseseg {runstate.__version__} "
+            f"(format {runstate.FORMAT_VERSION}); start without --resume")
     from safetensors.torch import save
 
     checkpoint_file.write_bytes(save({"w": torch.zeros(2)}))  # a model's weights, say
@@ -188,6 +193,20 @@ def test_other_kind_version_or_plain_safetensors_are_refused(checkpoint_file: Pa
     checkpoint_file.write_bytes(struct.pack("<Q", 10**6) + b"{}")
     with pytest.raises(ModelError, match="not a sparseseg training checkpoint"):
         read_run_state(checkpoint_file, kind="ltuda")
+
+
+def test_older_format_versions_are_read_with_their_version(checkpoint_file: Path,
+                                                           monkeypatch) -> None:
+    """Format 1 is still continued: the trainers upgrade its progress
+    (:meth:`~sparseseg.runstate.ResumableTrainer.upgrade_meta`)."""
+    _, current = read_run_state(checkpoint_file, kind="ltuda")
+    assert current.version == runstate.FORMAT_VERSION == 2
+    monkeypatch.setattr(runstate, "FORMAT_VERSION", 1)
+    old = encode(RunState(meta={"step": 3}), kind="ltuda", fingerprint=FINGERPRINT, rng=[{}])
+    monkeypatch.undo()
+    checkpoint_file.write_bytes(old)
+    _, state = read_run_state(checkpoint_file, kind="ltuda")
+    assert state.version == 1 and state.meta == {"step": 3}
 
 
 def test_other_settings_or_data_are_refused(checkpoint_file: Path) -> None:

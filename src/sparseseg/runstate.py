@@ -16,6 +16,12 @@ differs from the run that wants to continue it.
 
 Random generators are stored as JSON (NumPy's bit-generator state; PyTorch's byte states in
 base64).
+
+Format versions: 2 counts epochs from 1 in both trainers (:mod:`sparseseg.training_loop`) and
+keeps LTUDA's epoch results and best epoch as the trainer's own ``history`` and ``best``.
+Version 1 checkpoints (OneSeg counted its epochs from 0; LTUDA kept the caller's log rows in
+``record``) are still continued: each trainer upgrades their progress in
+:meth:`ResumableTrainer.upgrade_meta`.
 """
 
 from __future__ import annotations
@@ -45,8 +51,11 @@ RESUME_NAME = "resume.safetensors"
 """File name of the resumable checkpoint inside a model folder."""
 
 FORMAT = "sparseseg-run-state"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever a checkpoint written by this version cannot be continued by an older one."""
+
+OLDEST_VERSION = 1
+"""The oldest format version this version continues (see :meth:`ResumableTrainer.upgrade_meta`)."""
 
 META_KEY = "sparseseg_run_state"
 """Key of the JSON document in the safetensors metadata."""
@@ -67,11 +76,13 @@ class RunState:
         tensors: Named tensors (weights, optimiser moments...).
         rng: This process's random generators (:func:`rng_state`); a checkpoint holds one
             entry per process of the run.
+        version: The format version ``meta`` was written in.
     """
 
     meta: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     rng: dict[str, Any] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
 
 
 # ------------------------------------------------------------------------------ pieces
@@ -248,7 +259,8 @@ def decode(data: bytes, *, path: str | Path, kind: str) -> tuple[dict[str, Any],
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelError("is not a sparseseg training checkpoint", path)
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
+    if (not isinstance(version, int) or isinstance(version, bool)
+            or not OLDEST_VERSION <= version <= FORMAT_VERSION):
         raise ModelError(
             f"training checkpoint format version {version!r} (sparseseg {doc.get('sparseseg')}) "
             f"cannot be continued by sparseseg {__version__} (format {FORMAT_VERSION}); start "
@@ -261,7 +273,7 @@ def decode(data: bytes, *, path: str | Path, kind: str) -> tuple[dict[str, Any],
         raise ModelError(f"corrupt training checkpoint ({str(exc)[:200]})", path) from None
     if not isinstance(doc.get("meta"), dict) or not isinstance(doc.get("rng"), list):
         raise ModelError("corrupt training checkpoint (incomplete header)", path)
-    return doc, RunState(meta=doc["meta"], tensors=tensors)
+    return doc, RunState(meta=doc["meta"], tensors=tensors, version=version)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -349,10 +361,11 @@ class ResumableTrainer:
     """The checkpoint plumbing both trainers share: :meth:`state`, :meth:`restore`, saving.
 
     A subclass holds ``optimizer``, ``rng`` (NumPy), ``generator`` (PyTorch), ``device`` and
-    the progress counters ``epoch``, ``epoch_step``, ``step``, ``elapsed`` and ``finished``;
-    it adds what else it must keep with :meth:`_run_meta` and :meth:`_run_tensors` and puts
-    it back in :meth:`_restore_run` (weights, and the optimiser's parameter groups when they
-    change during a run), which runs before the optimiser's state is loaded.
+    the progress counters ``epoch`` (the epoch under way, from 1), ``epoch_step``, ``step``,
+    ``elapsed`` and ``finished`` (advanced by :mod:`sparseseg.training_loop`); it adds what
+    else it must keep with :meth:`_run_meta` and :meth:`_run_tensors` and puts it back in
+    :meth:`_restore_run` (weights, and the optimiser's parameter groups when they change
+    during a run), which runs before the optimiser's state is loaded.
     """
 
     optimizer: torch.optim.Optimizer
@@ -374,6 +387,11 @@ class ResumableTrainer:
     def _restore_run(self, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
+    def upgrade_meta(self, meta: dict[str, Any], version: int) -> dict[str, Any]:
+        """``meta`` of a checkpoint written in format ``version``, as this version writes it
+        (called by :meth:`restore` before anything is read; the default changes nothing)."""
+        return meta
+
     def _save(self, checkpoint: RunCheckpoint, elapsed: float) -> None:
         self.elapsed = elapsed
         checkpoint.save(self.state, rng_state(self.rng, self.generator, self.device), elapsed)
@@ -393,8 +411,8 @@ class ResumableTrainer:
         Raises:
             ModelError: The state does not fit this trainer.
         """
-        meta = state.meta
         try:
+            meta = self.upgrade_meta(dict(state.meta), state.version)
             self._restore_run(meta, state.tensors)
             load_optimizer_state(self.optimizer, meta["optimizer"], state.tensors)
             set_rng_state(state.rng, self.rng, self.generator, self.device)

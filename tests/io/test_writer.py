@@ -9,7 +9,6 @@ import pytest
 import SimpleITK as sitk
 
 from sparseseg.errors import InputError
-from sparseseg.io import writer
 from sparseseg.io.reader import read_label, read_volume
 from sparseseg.io.volume import Volume
 from sparseseg.io.writer import atomic_path, write_volume
@@ -83,7 +82,7 @@ def test_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
         Path(path).write_bytes(b"half a file")  # a partial write, then the failure
         raise RuntimeError("Exception thrown in SimpleITK WriteImage: disk full")
 
-    monkeypatch.setattr(writer.sitk, "WriteImage", failing_write)
+    monkeypatch.setattr(sitk, "WriteImage", failing_write)
     with pytest.raises(InputError, match="disk full") as exc:
         write_volume(out, ref.array, ref)
     assert str(out) in str(exc.value)

@@ -19,12 +19,21 @@ def test_train_then_predict(tmp_path, phantom_sets, method):
                   base_channels=8, progress=False, val_fraction=0.34)
     config = json.loads((model / "config.json").read_text())
     assert config["kind"] == "ltuda" and config["organs"] == ["liver", "spleen", "kidney"]
-    assert config["classifier"] in ("linear", "unlabeled")
     assert (model / "model.safetensors").exists() and (model / "curves.png").exists()
     rows = list(csv.DictReader((model / "log.csv").read_text().splitlines()))
-    assert len(rows) == 2 and "val_dice_liver" in rows[0]
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_dice_liver" in rows[0]
+    # The saved epoch is the first with the best mean validation Dice, with its classifier.
+    means = [float(r["val_dice_mean"]) for r in rows]
+    best = rows[means.index(max(means))]
+    assert config["best_epoch"] == int(best["epoch"])
+    assert config["val_dice"] == {o: pytest.approx(float(best[f"val_dice_{o}"]))
+                                  for o in ("liver", "spleen", "kidney")}
     if method == "ltuda":
         assert rows[-1]["stage"] == "2" and float(rows[-1]["loss_proto"]) > 0
+        assert best["classifier"] in ("linear", "labeled", "unlabeled", "teacher")
+    else:  # stage 1 only and no mean teacher
+        assert best["classifier"] == config["classifier"] == "linear"
+        assert config["weights"] == "student"
 
     image = liver_set / "imagesTr" / "phantom_000_0000.nii.gz"
     out = predict(model=model, inputs=image, output=tmp_path / "seg.nii.gz", progress=False)
@@ -37,13 +46,40 @@ def test_train_then_predict(tmp_path, phantom_sets, method):
     assert sorted(p.name for p in many) == [f"phantom_00{i}.nii.gz" for i in range(3)]
 
 
-def test_max_time_stops_and_saves(tmp_path, phantom_sets):
+def test_max_time_stops_and_saves(tmp_path, phantom_sets, monkeypatch):
+    """With a clock at 5 s a batch and 5 steps an epoch, a 1-minute budget ends the run after
+    its 12th step, in epoch 3, which is still validated and logged."""
+    from sparseseg.ltuda import trainer as trainer_module
+    from sparseseg.ltuda.data import SliceSampler
+    from sparseseg.runstate import RunClock
+
+    clock = {"seconds": 0.0}
+    batch = SliceSampler.batch
+
+    def timed_batch(self):
+        clock["seconds"] += 5.0
+        return batch(self)
+
+    steps = []
+    fit = trainer_module.Trainer.fit
+    monkeypatch.setattr(SliceSampler, "batch", timed_batch)
+    monkeypatch.setattr(SliceSampler, "__len__", lambda self: 5)
+    monkeypatch.setattr(RunClock, "local", lambda self: self.offset + clock["seconds"])
+    monkeypatch.setattr(trainer_module.Trainer, "fit",
+                        lambda self, callback=None, **kw: fit(self, steps.append, **kw))
     full = DatasetSpec(phantom_sets[0], {"liver": [1], "spleen": [2], "kidney": [3],
                                          "pancreas": [4]})
-    model = train(output=tmp_path / "m", datasets=[full], method="cda", epochs=1000,
-                  max_time=0.02, size=16, base_channels=4, progress=False)
+    model = train(output=tmp_path / "m", datasets=[full], method="partial", epochs=1000,
+                  max_time=1.0, size=16, base_channels=4, progress=False)
+    assert [(s.epoch, s.epoch_step) for s in steps[-3:]] == [(2, 5), (3, 1), (3, 2)]
+    assert len(steps) == 12 and steps[-1].elapsed == 60.0
     rows = list(csv.DictReader((model / "log.csv").read_text().splitlines()))
-    assert 1 <= len(rows) < 1000
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert [float(r["elapsed_s"]) for r in rows] == [25.0, 50.0, 60.0]
+    config = json.loads((model / "config.json").read_text())
+    means = [float(r["val_dice_mean"]) for r in rows]
+    assert config["training"]["max_time_min"] == 1.0
+    assert config["best_epoch"] == means.index(max(means)) + 1
     assert (model / "model.safetensors").exists()
 
 

@@ -15,8 +15,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from sparseseg import batch
 from sparseseg.batch import BatchError
+from sparseseg.batch import lock as batch  # the module of _open_exclusive
 from sparseseg.cli.main import main
 from sparseseg.data import make_phantom_dataset
 from sparseseg.io import read_label

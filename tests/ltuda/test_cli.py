@@ -17,6 +17,9 @@ def test_missing_model_returns_2(tmp_path, capsys, phantom_sets):
     code = main(["ltuda", "predict", "-q", "-m", str(tmp_path / "none"),
                  "-i", str(phantom_sets[0]), "-o", str(tmp_path / "out")])
     assert code == 2
+    err = capsys.readouterr().err
+    assert err == f"sparseseg: error: {tmp_path / 'none'}: model folder does not exist\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_cli_runs(tmp_path, phantom_sets, monkeypatch):

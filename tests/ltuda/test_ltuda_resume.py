@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from sparseseg import runstate
 from sparseseg.cli.main import main
 from sparseseg.ltuda import DatasetSpec, train
 from sparseseg.ltuda import trainer as trainer_module
-from sparseseg.runstate import RESUME_NAME, read_run_state
+from sparseseg.runstate import RESUME_NAME, RunState, read_run_state
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -55,27 +56,30 @@ class _InterruptError(Exception):
 def test_resume_in_stage_2_gives_the_same_run(tmp_path, phantom_sets, monkeypatch) -> None:
     """Stop in the middle of epoch 4 of 4 (stage 2), continue from the checkpoint: the model,
     the mean teacher, the optimiser, the best-epoch choice and the log are those of an
-    uninterrupted run."""
+    uninterrupted run. The checkpoint is continued as format 1 wrote it (older sparseseg)."""
     kw = {"datasets": _specs(phantom_sets), "method": "ltuda", "epochs": 4, "size": 32,
           "base_channels": 4, "progress": False, "val_fraction": 0.34, "device": "cpu"}
     straight = train(output=tmp_path / "straight", **kw)
-    run = trainer_module.Trainer.run
+    fit = trainer_module.Trainer.fit
 
-    def interrupted(self, on_epoch, on_step=None, *, checkpoint=None):
-        def step(rec):
-            if (rec["epoch"], rec["step"]) == (4, 2):
+    def interrupted(self, callback=None, *, on_epoch=None, checkpoint=None):
+        def step(report):
+            if (report.epoch, report.epoch_step) == (4, 2):
                 raise _InterruptError
-        return run(self, on_epoch, step, checkpoint=checkpoint)
+        return fit(self, step, on_epoch=on_epoch, checkpoint=checkpoint)
 
-    monkeypatch.setattr(trainer_module.Trainer, "run", interrupted)
+    monkeypatch.setattr(trainer_module.Trainer, "fit", interrupted)
     out = tmp_path / "resumed"
     with pytest.raises(_InterruptError):
         train(output=out, checkpoint_every=1e-9, **kw)
-    monkeypatch.setattr(trainer_module.Trainer, "run", run)
+    monkeypatch.setattr(trainer_module.Trainer, "fit", fit)
     _, saved = read_run_state(out / RESUME_NAME, kind="ltuda")
     assert (saved.meta["epoch"], saved.meta["epoch_step"], saved.meta["stage"]) == (4, 1, 2)
-    assert len(saved.meta["record"]["history"]) == 3
+    assert [r["epoch"] for r in saved.meta["history"]] == [1, 2, 3]
+    best = json.loads((out / "config.json").read_text())["best_epoch"]
+    assert saved.meta["best"]["epoch"] == best
     assert any(k.startswith("teacher.") for k in saved.tensors)
+    _as_format_1(out / RESUME_NAME, organs=["liver", "spleen", "kidney"])
 
     train(output=out, resume=True, **kw)
     assert (out / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
@@ -87,6 +91,24 @@ def test_resume_in_stage_2_gives_the_same_run(tmp_path, phantom_sets, monkeypatc
     for key in ("best_epoch", "classifier", "val_dice"):
         assert config_a[key] == config_b[key]
     assert config_b["training"]["seed"] == 0 and config_b["environment"]["torch"]
+
+
+def _as_format_1(path: Path, organs: list[str]) -> None:
+    """Rewrite a checkpoint as format 1 wrote it: the log rows and best epoch of the model
+    folder's writer in ``record``."""
+    from sparseseg.ltuda.api import _log_row
+    from sparseseg.ltuda.trainer import EpochResult
+
+    doc, state = read_run_state(path, kind="ltuda")
+    meta = dict(state.meta)
+    rows = [_log_row(EpochResult.from_json(r), organs) for r in meta.pop("history")]
+    meta["record"] = {"history": rows, "best": meta.pop("best")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runstate, "FORMAT_VERSION", 1)
+        data = runstate.encode(RunState(meta=meta, tensors=state.tensors), kind="ltuda",
+                               fingerprint=doc["fingerprint"], rng=doc["rng"])
+    path.write_bytes(data)
+    assert read_run_state(path, kind="ltuda")[1].version == 1
 
 
 def test_kill_9_in_the_middle_of_training_then_resume(tmp_path, phantom_sets) -> None:

@@ -13,7 +13,7 @@ from sparseseg.ltuda.classify import organs_to_classes
 from sparseseg.ltuda.data import load_cases
 from sparseseg.ltuda.model import LTUDAModel
 from sparseseg.ltuda.pseudo import merge_pseudo_labels
-from sparseseg.ltuda.trainer import Trainer, TrainSettings, sample_per_class
+from sparseseg.ltuda.trainer import EpochResult, TrainConfig, Trainer, sample_per_class
 
 ORGANS = ["liver", "spleen", "kidney"]
 
@@ -29,7 +29,7 @@ def _trainer(phantom_sets, **settings) -> Trainer:
     torch.manual_seed(0)
     cases = load_cases(_specs(phantom_sets), ORGANS, 32)
     model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
-    return Trainer(model, cases, [], TrainSettings(seed=0, **settings), torch.device("cpu"))
+    return Trainer(model, cases, [], TrainConfig(seed=0, **settings), torch.device("cpu"))
 
 
 def test_stage2_prototypes_start_from_class_features(phantom_sets):
@@ -77,16 +77,6 @@ def test_best_classifier_is_saved_and_recorded(tmp_path, phantom_sets, monkeypat
     assert abs(float(rows[1]["val_mean_linear"]) - 0.5) < 1e-9
 
 
-def test_validate_all_matches_single_classifier_validation(phantom_sets):
-    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
-    model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
-    both = trainer_module.validate_all(model, cases[:2], ("linear", "unlabeled"),
-                                       torch.device("cpu"))
-    for name, val in both.items():
-        alone = trainer_module.validate(model, cases[:2], name, torch.device("cpu"))
-        np.testing.assert_allclose(val, alone)
-
-
 def test_teacher_averages_batchnorm_statistics_not_copies(phantom_sets):
     # A teacher with averaged weights but the student's batch-norm statistics predicts
     # garbage; its statistics must be averaged like its weights.
@@ -104,7 +94,7 @@ def test_teacher_averages_batchnorm_statistics_not_copies(phantom_sets):
 def test_warmup_trains_like_partial_then_uses_the_teacher(phantom_sets):
     cases = load_cases(_specs(phantom_sets), ORGANS, 32)
     model = LTUDAModel(n_organs=3, base_channels=8, depth=2)
-    settings = TrainSettings(method="ltuda", seed=0, warmup_fraction=0.6, stage1_fraction=0.5)
+    settings = TrainConfig(method="ltuda", seed=0, warmup_fraction=0.6, stage1_fraction=0.5)
     trainer = Trainer(model, cases, [], settings, torch.device("cpu"))
     calls = []
     teacher_forward = trainer.teacher.forward
@@ -119,9 +109,9 @@ def test_warmup_trains_like_partial_then_uses_the_teacher(phantom_sets):
     # run(): stage 2 never starts inside the warm-up, even when stage1_fraction is smaller.
     seen = []
     trainer = Trainer(LTUDAModel(n_organs=3, base_channels=8, depth=2), cases, [],
-                      TrainSettings(method="ltuda", epochs=4, seed=0, warmup_fraction=0.75,
+                      TrainConfig(method="ltuda", epochs=4, seed=0, warmup_fraction=0.75,
                                     stage1_fraction=0.25), torch.device("cpu"))
-    trainer.run(lambda rec: seen.append(rec["stage"]))
+    trainer.fit(on_epoch=lambda result: seen.append(result.stage))
     assert seen == [1, 1, 1, 2]
 
 
@@ -231,7 +221,12 @@ def test_weak_view_tone_is_on_by_default_and_switchable(phantom_sets):
     # the same warp (drawn first from the same seed), labels alike; only intensities differ
     assert torch.equal(views[True][1], views[False][1])
     assert not torch.allclose(views[True][0], views[False][0])
-    assert TrainSettings().tone
+    assert TrainConfig().tone
+
+
+def test_train_settings_is_a_deprecated_name_of_train_config():
+    with pytest.warns(DeprecationWarning, match="TrainConfig"):
+        assert trainer_module.TrainSettings is TrainConfig
 
 
 def test_train_records_tone_augmentation(tmp_path, phantom_sets):
@@ -239,3 +234,65 @@ def test_train_records_tone_augmentation(tmp_path, phantom_sets):
                 epochs=1, size=32, base_channels=4, progress=False, tone_augmentation=False)
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["tone_augmentation"] is False
+
+
+def test_fit_counts_epochs_from_one_and_reports_each_step_and_epoch(phantom_sets):
+    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
+    model = LTUDAModel(n_organs=3, base_channels=4, depth=2)
+    trainer = Trainer(model, cases[1:], cases[:1], TrainConfig(method="partial", epochs=2, seed=0),
+                      torch.device("cpu"))
+    n = trainer.steps_per_epoch
+    steps, epochs = [], []
+    trainer.fit(steps.append, on_epoch=epochs.append)
+    assert [(r.epoch, r.epoch_step, r.step) for r in steps] == (
+        [(1, i, i) for i in range(1, n + 1)] + [(2, i, n + i) for i in range(1, n + 1)])
+    assert all(r.total_steps == 2 * n and r.steps_per_epoch == n for r in steps)
+    assert set(steps[0].values) == {"sup", "total"}  # partial: no teacher terms
+    assert [r.epoch for r in epochs] == [1, 2] and trainer.history == epochs
+    for result, own in zip(epochs, (steps[:n], steps[n:]), strict=True):
+        total = 0.0
+        for r in own:
+            total += r.values["total"]
+        assert result.losses["total"] == total / n and result.stage == 1
+        assert result.classifier == "linear" and set(result.val_by_classifier) == {"linear"}
+        # case 0 labels the liver only: the other organs have no validation score
+        assert np.isnan(result.val[1:]).all() and 0.0 <= result.val[0] <= 1.0
+        assert result.score == result.val[0]
+    assert epochs[0].best and trainer.best.epoch == (2 if epochs[1].best else 1)
+    assert (trainer.epoch, trainer.epoch_step, trainer.step, trainer.finished) == (3, 0, 2 * n,
+                                                                                  True)
+
+
+def test_epoch_result_json_round_trip():
+    result = EpochResult(epoch=3, stage=2, lr=1e-4, losses={"sup": 0.5, "total": 1.5},
+                         val=np.array([0.25, np.nan]), classifier="labeled",
+                         val_by_classifier={"linear": 0.2, "labeled": -np.inf}, elapsed=12.5,
+                         best=True)
+    data = json.loads(json.dumps(result.to_json(), allow_nan=False))  # strict JSON
+    back = EpochResult.from_json(data)
+    assert data["val"] == [0.25, None] and data["val_by_classifier"]["labeled"] is None
+    assert back.val_by_classifier == {"linear": 0.2, "labeled": -np.inf}
+    np.testing.assert_array_equal(back.val, result.val)
+    assert (back.epoch, back.stage, back.lr, back.losses, back.classifier, back.elapsed) == (
+        3, 2, 1e-4, {"sup": 0.5, "total": 1.5}, "labeled", 12.5)
+    assert not back.best and back.score == 0.25
+
+
+def test_format_1_record_becomes_history_and_best(phantom_sets):
+    """Format 1 kept the model folder's log rows (organ names in the keys) in ``record``."""
+    trainer = _trainer(phantom_sets, method="cda")
+    row = {"epoch": 1, "stage": 1, "lr": 0.001, "loss_sup": 0.6, "loss_cda": 0.0,
+           "loss_total": 0.6, "val_dice_liver": 0.5, "val_dice_spleen": float("nan"),
+           "val_dice_kidney": 0.25, "val_dice_mean": 0.375, "val_mean_linear": 0.375,
+           "val_mean_teacher": float("nan"), "classifier": "linear", "elapsed_s": 3.0}
+    meta = {"epoch": 2, "record": {"history": [row],
+                                   "best": {"score": 0.375, "epoch": 1, "classifier": "linear"}}}
+    upgraded = trainer.upgrade_meta(dict(meta), 1)
+    assert "record" not in upgraded
+    assert upgraded["best"] == {"score": 0.375, "epoch": 1, "classifier": "linear"}
+    (result,) = [EpochResult.from_json(r) for r in upgraded["history"]]
+    np.testing.assert_array_equal(result.val, [0.5, np.nan, 0.25])
+    assert result.losses == {"sup": 0.6, "cda": 0.0, "total": 0.6}
+    assert result.val_by_classifier == {"linear": 0.375, "teacher": -np.inf}
+    assert (result.epoch, result.classifier, result.elapsed) == (1, "linear", 3.0)
+    assert trainer.upgrade_meta(dict(meta), 2) == meta  # the current format is left alone

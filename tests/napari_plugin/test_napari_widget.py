@@ -59,7 +59,8 @@ def test_paint_propagate_save_reload(
     labels = widget.labels_layer
     assert labels is not None and labels.data.shape == (16, 36, 40)
     assert tuple(labels.scale) == tuple(widget.image_layer.scale) == (3.0, 1.25, 1.5)
-    assert widget.method == "registration"  # no model chosen
+    # No model given: the one shipped with sparseseg, and OneSeg.
+    assert widget.model == oneseg.default_model_path() and widget.method == "oneseg"
     truth = to_display(read_label(label_file).array)
     k = _largest_slice(truth)
     _paint(qtbot, widget, k, truth)
@@ -96,7 +97,8 @@ def test_suggest_moves_the_viewer(
     viewer, widget = _open(make_napari_viewer, image_file)
     viewer.dims.set_current_step(SLIDER_AXIS, 0)
     _click(qtbot, widget, widget.suggest_button)
-    expected = middle_slice(read_volume(image_file).array)
+    # Nothing painted: the shipped model's choice (oneseg select).
+    expected = oneseg.select(image=image_file, device="cpu")
     assert viewer.dims.current_step[SLIDER_AXIS] == expected, widget.status
     assert f"slice {expected}" in widget.status
 
@@ -108,6 +110,20 @@ def test_suggest_moves_the_viewer(
     moved = viewer.dims.current_step[SLIDER_AXIS]
     assert moved != k and 0 <= moved < truth.shape[0]
     assert np.array_equal(widget.labels_layer.data[k], truth[k])
+
+
+def test_suggest_without_a_model_is_the_middle_slice(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+) -> None:
+    image_file, _ = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file)
+    widget.model_edit.setText("")  # the annotator clears the model: training-free methods
+    assert widget.model is None and widget.method == "registration"
+    viewer.dims.set_current_step(SLIDER_AXIS, 0)
+    _click(qtbot, widget, widget.suggest_button)
+    expected = middle_slice(read_volume(image_file).array)
+    assert viewer.dims.current_step[SLIDER_AXIS] == expected, widget.status
+    assert f"slice {expected}" in widget.status
 
 
 def test_oneseg_model_and_a_bad_model_folder(

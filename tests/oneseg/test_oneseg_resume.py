@@ -16,13 +16,13 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from sparseseg import oneseg
+from sparseseg import oneseg, runstate
 from sparseseg.checkpoint import WEIGHTS_NAME
 from sparseseg.cli.main import main
 from sparseseg.distributed import DistInfo
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.training import OneSegTrainer, TrainConfig
-from sparseseg.runstate import PAUSE_ENV, RESUME_NAME, RunCheckpoint, read_run_state
+from sparseseg.runstate import PAUSE_ENV, RESUME_NAME, RunCheckpoint, RunState, read_run_state
 
 TINY_NET = NetworkConfig(width=8, embedding=8, radius=3)
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -87,19 +87,34 @@ def test_resume_in_the_middle_of_an_epoch_gives_the_same_network(phantom_folder,
     with pytest.raises(_InterruptError):
         first.fit(stop, checkpoint=ckpt)
     _, saved = read_run_state(path, kind="oneseg")
-    assert (saved.meta["epoch"], saved.meta["epoch_step"], saved.meta["step"]) == (1, 1, 7)
+    # Epochs count from 1: step 8 is the 2nd of epoch 2 (the checkpoint precedes it).
+    assert (saved.meta["epoch"], saved.meta["epoch_step"], saved.meta["step"]) == (2, 1, 7)
     assert saved.meta["pairs"] and not saved.meta["finished"]
 
-    second = trainer()  # fresh weights and generators: all must come from the file
-    ckpt = RunCheckpoint(path, kind="oneseg", fingerprint=second.fingerprint(), every_minutes=0)
-    second.restore(ckpt.load())
-    second.fit(checkpoint=ckpt)
-    for (name, a), b in zip(straight.net.state_dict().items(),
-                            second.net.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
-    assert second.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
-    _, final = read_run_state(path, kind="oneseg")
-    assert final.meta["finished"] and final.meta["step"] == 18
+    # The same checkpoint as format 1 wrote it (older sparseseg): epochs done, from 0.
+    old = tmp_path / "format1.safetensors"
+    doc, state = read_run_state(path, kind="oneseg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runstate, "FORMAT_VERSION", 1)
+        old.write_bytes(runstate.encode(
+            RunState(meta={**state.meta, "epoch": state.meta["epoch"] - 1},
+                     tensors=state.tensors), kind="oneseg", fingerprint=doc["fingerprint"],
+            rng=doc["rng"]))
+
+    for source in (path, old):
+        second = trainer()  # fresh weights and generators: all must come from the file
+        ckpt = RunCheckpoint(source, kind="oneseg", fingerprint=second.fingerprint(),
+                             every_minutes=0)
+        second.restore(ckpt.load())
+        assert (second.epoch, second.epoch_step, second.step) == (2, 1, 7)
+        second.fit(checkpoint=ckpt)
+        for (name, a), b in zip(straight.net.state_dict().items(),
+                                second.net.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+        assert second.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
+        _, final = read_run_state(source, kind="oneseg")
+        assert final.meta["finished"] and final.meta["step"] == 18
+        assert final.meta["epoch"] == 4  # all 3 epochs done
 
 
 def test_resume_refuses_a_different_number_of_processes(phantom_folder, tmp_path) -> None:
@@ -207,7 +222,8 @@ def test_resume_refusals_and_safe_loading(phantom_folder, tmp_path, capsys) -> N
     assert not marker.exists()
     resume_file.write_bytes(b"")
     assert _train_cli(images, out, "--resume") == 2
-    _error(capsys)
+    err = _error(capsys)
+    assert f"{resume_file}: is not a sparseseg training checkpoint" in err
 
     # The model folder itself: pickled weights, a truncated file, a newer format.
     image = str(phantom_folder / "image.nii.gz")

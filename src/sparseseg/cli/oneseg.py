@@ -115,8 +115,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print the index (0-based, along the third voxel axis) of the slice most "
         "worth annotating.",
     )
-    select.add_argument("-m", "--model", required=True, metavar="MODEL_DIR")
+    select.add_argument("-m", "--model", default=None, metavar="MODEL_DIR", help=MODEL_HELP)
     select.add_argument("-i", "--image", required=True, metavar="IMAGE")
+    select.add_argument(
+        "-a", "--annotation", default=None, nargs="+", metavar="ANNOTATION",
+        help="a rough mark of the structure on any slice(s) (label volume, or 2D slices "
+        "with --slice): the choice is then made among the slices it propagates to, "
+        "compared inside its in-plane box (default: organ-blind, the whole volume)",
+    )
+    select.add_argument(
+        "--slice", type=int, default=None, action="append", dest="slice_index",
+        metavar="K", help="index of a 2D annotation's slice (once per 2D file)",
+    )
     select.add_argument("--json", action="store_true", help='print {"slice": K}')
     select.add_argument(
         "--criterion",
@@ -140,8 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folders to -i, -a and -o; each image IMAGES/CASE_0000.nii.gz (or CASE.nii.gz) is "
         "matched to ANNOTATIONS/CASE.nii.gz and OUTPUT/CASE.nii.gz is written.",
     )
-    prop.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
-                      help="OneSeg model folder (not needed for the other methods)")
+    prop.add_argument("-m", "--model", default=None, metavar="MODEL_DIR", help=MODEL_HELP)
     prop.add_argument("--method", choices=METHOD_CHOICES, default="oneseg",
                       help="oneseg (default), registration (chained demons), copy, or "
                       "interpolation (morphological contour interpolation, 3D Slicer's 'fill "
@@ -177,8 +186,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "third voxel axis) of the slice where one more annotation would help most: the "
         "slice whose propagated outline is most uncertain.",
     )
-    sug.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
-                     help="OneSeg model folder (not needed for registration or copy)")
+    sug.add_argument("-m", "--model", default=None, metavar="MODEL_DIR", help=MODEL_HELP)
     sug.add_argument("-i", "--image", required=True, metavar="IMAGE")
     _add_annotation_options(sug, batch=False)
     sug.add_argument("--method", choices=PROPAGATOR_CHOICES, default="oneseg",
@@ -196,6 +204,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sug.set_defaults(func=run_suggest)
 
 
+MODEL_HELP = ("OneSeg model folder (default: the model shipped with sparseseg, trained "
+              "self-supervised on MRI and CT; see its MODEL_CARD.md)")
 METHOD_CHOICES = ("oneseg", "registration", "copy", "interpolation")
 PROPAGATOR_CHOICES = ("oneseg", "registration", "copy")
 CRITERION_CHOICES = ("gain", "uncertainty", "distance")
@@ -235,6 +245,12 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
         help="copy each slice from the last propagated slice only (the paper); by default "
         "every step also copies from the annotated slice",
     )
+    parser.add_argument(
+        "--adapt", type=float, default=0.0, metavar="SECONDS",
+        help="first fine-tune a copy of the OneSeg model on this volume for SECONDS, "
+        "self-supervised (test-time adaptation; default 0: none; see docs/benchmarks.md "
+        "for what it gains)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -269,7 +285,9 @@ def run_select(args: argparse.Namespace) -> int:
     from sparseseg.oneseg import api
 
     index = api.select(
-        model=args.model, image=args.image, criterion=args.criterion, device=args.device
+        model=args.model, image=args.image, criterion=args.criterion,
+        annotation=None if args.annotation is None else _annotation(args),
+        slice_index=_slice_index(args), device=args.device,
     )
     print(json.dumps({"slice": index}) if args.json else index)
     return 0
@@ -293,6 +311,7 @@ def run_propagate(args: argparse.Namespace) -> int:
         anchor=args.anchor,
         method=args.method,
         fusion=args.fusion,
+        adapt=args.adapt,
         device=args.device,
         progress=not args.quiet,
         preview=args.preview,
@@ -325,6 +344,7 @@ def run_suggest(args: argparse.Namespace) -> int:
         anchor=args.anchor,
         fusion=args.fusion,
         keep_largest=args.keep_largest,
+        adapt=args.adapt,
         device=args.device,
         progress=not args.quiet,
         confidence=args.confidence,
@@ -365,6 +385,7 @@ def run_propagate_batch(args: argparse.Namespace) -> int:
         keep_largest=args.keep_largest,
         anchor=args.anchor,
         method=args.method,
+        adapt=args.adapt,
         device=args.device,
         progress=not args.quiet,
         **batch_options(args),

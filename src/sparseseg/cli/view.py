@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "-m", "--model", metavar="MODEL_DIR", default=None,
-        help="OneSeg model folder (default: none, the registration method)",
+        help="OneSeg model folder (default: the model shipped with sparseseg)",
     )
     parser.add_argument(
         "--method", choices=("oneseg", "registration", "copy", "interpolation"), default=None,

@@ -6,16 +6,20 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from sparseseg.errors import InputError
 from sparseseg.io.formats import IMAGE_2D_EXTENSIONS, is_volume_file
 from sparseseg.io.volume import Volume
 
+if TYPE_CHECKING:  # SimpleITK is imported where it is used (a faster start)
+    import SimpleITK as sitk
+
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
+    import SimpleITK as sitk
     reader = sitk.ImageSeriesReader()
     try:
         series = reader.GetGDCMSeriesIDs(str(folder))
@@ -98,6 +102,7 @@ def _check_complete(path: Path) -> None:
 
 
 def _to_volume(image: sitk.Image, path: Path) -> Volume:
+    import SimpleITK as sitk
     if image.GetNumberOfComponentsPerPixel() != 1:
         if path.suffix.lower() == ".png":
             image = sitk.VectorIndexSelectionCast(image, 0)
@@ -127,6 +132,7 @@ def read_image(path: str | Path) -> Volume:
     Raises:
         InputError: The path is missing, unreadable, corrupt, or not a scalar image.
     """
+    import SimpleITK as sitk
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or folder", path)

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from sparseseg.errors import InputError
 from sparseseg.io.formats import split_extension
@@ -55,6 +54,8 @@ def write_volume(
     Raises:
         InputError: The output folder is missing or not writable, or shapes differ.
     """
+    import SimpleITK as sitk  # imported here: a faster start for commands that write nothing
+
     path = Path(path)
     if tuple(array.shape) != tuple(reference.shape):
         raise ValueError(f"array shape {array.shape} differs from reference {reference.shape}")

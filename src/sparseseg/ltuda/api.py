@@ -16,11 +16,16 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sparseseg.errors import InputError, SparsesegError
 from sparseseg.ltuda.spec import DatasetSpec, validate_specs
+
+if TYPE_CHECKING:
+    from sparseseg.ltuda.trainer import EpochResult, Trainer
+    from sparseseg.training_loop import StepReport
 
 log = logging.getLogger(__name__)
 
@@ -112,35 +117,20 @@ def train(
         ModelError: ``resume`` with a corrupt checkpoint or one made with other settings.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from sparseseg import distributed
-    from sparseseg.checkpoint import save_model
     from sparseseg.device import resolve_device
     from sparseseg.ltuda.data import load_cases, split_validation
     from sparseseg.ltuda.model import LTUDAModel
     from sparseseg.ltuda.network import default_depth
-    from sparseseg.ltuda.trainer import METHODS, TEACHER, Trainer, TrainSettings
+    from sparseseg.ltuda.trainer import TrainConfig, Trainer
     from sparseseg.precision import precision_name, resolve_precision
     from sparseseg.runstate import RESUME_NAME, prepare_checkpoint
 
-    if method not in METHODS:
-        raise SparsesegError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    for name, value, low in (("epochs", epochs, 1), ("size", size, 8),
-                             ("base_channels", base_channels, 1), ("batch_size", batch_size, 1),
-                             ("strong_views", strong_views, 1), ("proto_pixels", proto_pixels, 0)):
-        if int(value) < low:
-            raise SparsesegError(f"{name} must be >= {low}, got {value}")
-    if not 0 < ema < 1:
-        raise SparsesegError(f"ema must be in (0, 1), got {ema}")
-    if max_time is not None and max_time <= 0:
-        raise SparsesegError(f"max_time must be positive, got {max_time}")
-    if checkpoint_every is not None and checkpoint_every < 0:
-        raise SparsesegError(f"checkpoint_every must be >= 0 minutes, got {checkpoint_every}")
-    if loss not in ("bce", "bce+dice"):
-        raise SparsesegError(f"unknown loss {loss!r}; use bce or bce+dice")
-    if not 0 <= val_fraction < 1:
-        raise SparsesegError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    _check_settings(method=method, epochs=epochs, size=size, base_channels=base_channels,
+                    batch_size=batch_size, strong_views=strong_views, proto_pixels=proto_pixels,
+                    ema=ema, max_time=max_time, checkpoint_every=checkpoint_every, loss=loss,
+                    val_fraction=val_fraction)
     datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(*d) for d in datasets]
     organs = validate_specs(datasets)
     components = dict(components or {})
@@ -164,28 +154,18 @@ def train(
                         "last epoch instead of the best")
         log.info("%d training and %d validation cases, organs: %s", len(train_cases),
                  len(val_cases), ", ".join(organs))
-        depth = default_depth(size)
-        model = LTUDAModel(n_organs=len(organs), base_channels=base_channels, depth=depth)
-        settings = TrainSettings(method=method, epochs=int(epochs), max_time=max_time,
-                                 batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
-                                 dice=loss == "bce+dice", n_strong=int(strong_views),
-                                 proto_pixels=int(proto_pixels), ema=float(ema),
-                                 tone=bool(tone_augmentation), precision=precision)
-        trainer = Trainer(model, train_cases, val_cases, settings, dev, dist=dist)
+        model = LTUDAModel(n_organs=len(organs), base_channels=base_channels,
+                           depth=default_depth(size))
+        config = TrainConfig(method=method, epochs=int(epochs), max_time=max_time,
+                             batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
+                             dice=loss == "bce+dice", n_strong=int(strong_views),
+                             proto_pixels=int(proto_pixels), ema=float(ema),
+                             tone=bool(tone_augmentation), precision=precision)
+        trainer = Trainer(model, train_cases, val_cases, config, dev, dist=dist)
         if dist.is_main:
             output.mkdir(parents=True, exist_ok=True)
-        config = {
+        info = {
             "method": method,
-            "organs": organs,
-            "size": size,
-            "base_channels": base_channels,
-            "depth": depth,
-            "embed_dim": 64,
-            "n_prototypes": 5,
-            "temperature": model.temperature,
-            "components": {o: int(components.get(o, 1)) for o in organs},
-            "normalization": "per-volume clip to 0.5-99.5 percentiles, then z-score",
-            "slice_axis": "third voxel axis (sparseseg.io.SLICE_AXIS)",
             "datasets": [{"path": str(d.path), "organs": d.organs} for d in datasets],
             "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
                          "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
@@ -196,65 +176,163 @@ def train(
                          "val_cases": [c.name for c in val_cases]},
         }
         if dist.enabled:
-            config["distributed"] = {"world_size": dist.world_size, "backend": dist.backend}
-        trainer.record = {"history": [], "best": {"score": -math.inf}}
+            info["distributed"] = {"world_size": dist.world_size, "backend": dist.backend}
         checkpoint, resumed = prepare_checkpoint(trainer, output, kind="ltuda",
                                                  every_minutes=checkpoint_every,
                                                  resume=resume, rank=dist.rank)
         if resumed:
             log.info("resuming from %s at epoch %d, step %d", output / RESUME_NAME,
                      trainer.epoch, trainer.step)
-        history: list[dict] = trainer.record["history"]
-        best: dict = trainer.record["best"]
-        bar = tqdm(total=epochs, initial=min(trainer.epoch - 1, epochs), disable=not progress,
-                   desc=f"ltuda {method}", unit="epoch")
+        folder = _RunFolder(output, trainer, organs=organs, size=size, components=components,
+                            info=info)
+        bar = _ProgressBar(f"ltuda {method}", organs, epochs=epochs, done=trainer.epoch - 1,
+                           max_time=max_time, disable=not progress)
 
-        last = {"text": ""}
-
-        def on_step(rec: dict) -> None:
-            bar.set_postfix_str(f"epoch {rec['epoch']} step {rec['step']}/{rec['steps']} "
-                                f"loss {rec['total']:.3f} {last['text']}", refresh=False)
-
-        def on_epoch(rec: dict) -> None:
-            val = rec["val"]
-            score = float(np.nanmean(val)) if np.isfinite(val).any() else -math.inf
-            row = {"epoch": rec["epoch"], "stage": rec["stage"], "lr": rec["lr"],
-                   **{k: v for k, v in rec.items() if k.startswith("loss_")},
-                   **{f"val_dice_{o}": v for o, v in zip(organs, val, strict=True)},
-                   "val_dice_mean": score if math.isfinite(score) else float("nan"),
-                   **{f"val_mean_{c}": (v if math.isfinite(v) else float("nan"))
-                      for c, v in rec.get("val_by_classifier", {}).items()},
-                   "classifier": rec["classifier"], "elapsed_s": rec["elapsed"]}
-            history.append(row)
-            improved = score > best["score"] or not val_cases
-            if improved:
-                best.update(score=score, epoch=rec["epoch"], classifier=rec["classifier"])
-                from_teacher = rec["classifier"] == TEACHER
-                meta = {**config, "classifier": "linear" if from_teacher else rec["classifier"],
-                        "weights": "teacher" if from_teacher else "student",
-                        "best_epoch": rec["epoch"],
-                        "val_dice": {o: (None if v != v else float(v))
-                                     for o, v in zip(organs, val, strict=True)}}
-                save_model(output, kind="ltuda", config=meta,
-                           state=trainer.model_state(rec["classifier"]))
-            _write_log(output, history, organs)
-            left = ""
-            if max_time:
-                left = f" left {max(0.0, max_time - rec['elapsed'] / 60):.1f} min"
-            last["text"] = f"| val {_format_dice(organs, val)}{left}"
-            bar.update(1)
-            bar.set_postfix_str(f"loss {row.get('loss_total', float('nan')):.3f} "
-                                f"{last['text']}")
-            log.debug("epoch %d: %s", rec["epoch"], row)
+        def on_epoch(result: EpochResult) -> None:
+            folder.add(result)
+            bar.epoch_done(result)
 
         try:
-            trainer.run(on_epoch, on_step if progress else None, checkpoint=checkpoint)
+            trainer.fit(bar.step_done if progress else None, on_epoch=on_epoch,
+                        checkpoint=checkpoint)
         finally:
             bar.close()
         if dist.is_main:
+            best = trainer.best
             log.info("best epoch %s (validation mean Dice %.3f, %s classifier); model in %s",
-                     best.get("epoch"), best["score"], best.get("classifier"), output)
+                     best.epoch, best.score, best.classifier, output)
     return output
+
+
+def _check_settings(*, method: str, epochs: int, size: int, base_channels: int,
+                    batch_size: int, strong_views: int, proto_pixels: int, ema: float,
+                    max_time: float | None, checkpoint_every: float | None, loss: str,
+                    val_fraction: float) -> None:
+    """Refuse settings :func:`train` cannot use (before any data is read).
+
+    Raises:
+        SparsesegError: Naming the setting and the value.
+    """
+    from sparseseg.ltuda.trainer import METHODS
+
+    if method not in METHODS:
+        raise SparsesegError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    for name, value, low in (("epochs", epochs, 1), ("size", size, 8),
+                             ("base_channels", base_channels, 1), ("batch_size", batch_size, 1),
+                             ("strong_views", strong_views, 1), ("proto_pixels", proto_pixels, 0)):
+        if int(value) < low:
+            raise SparsesegError(f"{name} must be >= {low}, got {value}")
+    if not 0 < ema < 1:
+        raise SparsesegError(f"ema must be in (0, 1), got {ema}")
+    if max_time is not None and max_time <= 0:
+        raise SparsesegError(f"max_time must be positive, got {max_time}")
+    if checkpoint_every is not None and checkpoint_every < 0:
+        raise SparsesegError(f"checkpoint_every must be >= 0 minutes, got {checkpoint_every}")
+    if loss not in ("bce", "bce+dice"):
+        raise SparsesegError(f"unknown loss {loss!r}; use bce or bce+dice")
+    if not 0 <= val_fraction < 1:
+        raise SparsesegError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+
+class _RunFolder:
+    """The model folder of a training run: the best epoch's model, ``log.csv`` and
+    ``curves.png``, rewritten after each epoch (rank 0).
+
+    Args:
+        output: The model folder.
+        trainer: The run's trainer (its weights, history and best epoch).
+        organs: Organ names.
+        size: In-plane slice size.
+        components: Connected components to keep per organ at prediction.
+        info: Records of the run for ``config.json``.
+    """
+
+    def __init__(self, output: Path, trainer: Trainer, *, organs: Sequence[str], size: int,
+                 components: Mapping[str, int], info: Mapping[str, Any]) -> None:
+        self.output = output
+        self.trainer = trainer
+        self.organs = list(organs)
+        self.size = size
+        self.components = dict(components)
+        self.info = dict(info)
+
+    def add(self, result: EpochResult) -> None:
+        """Save the epoch's model when it is the best so far; rewrite the log."""
+        if result.best:
+            self.save_model(result)
+        _write_log(self.output, [_log_row(r, self.organs) for r in self.trainer.history],
+                   self.organs)
+
+    def save_model(self, result: EpochResult) -> None:
+        """Write the weights that scored ``result`` with the record of its validation."""
+        from sparseseg.ltuda.trainer import TEACHER
+
+        from_teacher = result.classifier == TEACHER
+        info = {**self.info, "weights": "teacher" if from_teacher else "student",
+                "best_epoch": result.epoch,
+                "val_dice": {o: (None if v != v else float(v))
+                             for o, v in zip(self.organs, result.val, strict=True)}}
+        self.trainer.model.save(
+            self.output, organs=self.organs, size=self.size,
+            classifier="linear" if from_teacher else result.classifier,
+            components=self.components, info=info,
+            state=self.trainer.model_state(result.classifier))
+
+
+def _log_row(result: EpochResult, organs: Sequence[str]) -> dict[str, Any]:
+    """One row of ``log.csv``."""
+    score = result.score
+    return {"epoch": result.epoch, "stage": result.stage, "lr": result.lr,
+            **{f"loss_{k}": v for k, v in result.losses.items()},
+            **{f"val_dice_{o}": v for o, v in zip(organs, result.val, strict=True)},
+            "val_dice_mean": score if math.isfinite(score) else float("nan"),
+            **{f"val_mean_{c}": (v if math.isfinite(v) else float("nan"))
+               for c, v in result.val_by_classifier.items()},
+            "classifier": result.classifier, "elapsed_s": result.elapsed}
+
+
+class _ProgressBar:
+    """A tqdm bar of epochs whose postfix shows the step, the loss and the last validation.
+
+    Args:
+        desc: The bar's title.
+        organs: Organ names.
+        epochs: Epochs of the run.
+        done: Epochs done before (a resumed run).
+        max_time: Time budget in minutes (shows the minutes left).
+        disable: Show nothing.
+    """
+
+    def __init__(self, desc: str, organs: Sequence[str], *, epochs: int, done: int,
+                 max_time: float | None, disable: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.organs = list(organs)
+        self.max_time = max_time
+        self.text = ""
+        self.bar = tqdm(total=epochs, initial=min(done, epochs), disable=disable, desc=desc,
+                        unit="epoch")
+
+    def step_done(self, report: StepReport) -> None:
+        """Show the step under way and its loss."""
+        self.bar.set_postfix_str(f"epoch {report.epoch} step {report.epoch_step}/"
+                                 f"{report.steps_per_epoch} loss {report.values['total']:.3f} "
+                                 f"{self.text}", refresh=False)
+
+    def epoch_done(self, result: EpochResult) -> None:
+        """Advance by an epoch; show its loss, validation Dice and the time left."""
+        left = ""
+        if self.max_time:
+            left = f" left {max(0.0, self.max_time - result.elapsed / 60):.1f} min"
+        self.text = f"| val {_format_dice(self.organs, result.val)}{left}"
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"loss {result.losses.get('total', float('nan')):.3f} "
+                                 f"{self.text}")
+        log.debug("epoch %d: %s", result.epoch, _log_row(result, self.organs))
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
 
 
 def _write_log(output: Path, history: list[dict], organs: Sequence[str]) -> None:

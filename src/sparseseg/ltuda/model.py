@@ -1,15 +1,49 @@
-"""The full LTUDA model: U-Net, projection head, and the two prototype classifiers."""
+"""The full LTUDA model: U-Net, projection head, the two prototype classifiers; its folder.
+
+A model folder (:mod:`sparseseg.checkpoint`) holds ``model.safetensors`` and ``config.json``.
+:meth:`LTUDAModel.save` and :meth:`LTUDAModel.load` own the keys of ``config.json`` that
+describe the model:
+
+* ``organs`` (names; organ ``k`` is label ``k + 1`` of a prediction) and ``size`` (the slices'
+  in-plane size);
+* the network: ``base_channels``, ``depth``, ``embed_dim``, ``n_prototypes``, ``temperature``
+  (the last three default to 64, 5 and 0.1 when absent);
+* for prediction: ``classifier`` (default ``unlabeled``) and ``components`` (organ name ->
+  connected components kept, default 1);
+* how slices are prepared (``normalization``, ``slice_axis``; descriptions, for people);
+
+next to records of how it was trained (``method``, ``training``, ``best_epoch``,
+``val_dice``...), which are kept as they are.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from sparseseg.checkpoint import load_model, save_model
+from sparseseg.errors import ModelError
 from sparseseg.ltuda.network import ProjectionHead, UNet2D
 from sparseseg.ltuda.prototypes import PrototypeClassifier
 
+KIND = "ltuda"
+"""Model family of LTUDA model folders."""
+
 CLASSIFIERS = ("linear", "labeled", "unlabeled")
 """Linear threshold classifier, labeled-prototype and unlabeled-prototype classifiers."""
+
+DEFAULT_CLASSIFIER = "unlabeled"
+"""The classifier a model folder without ``classifier`` predicts with (the paper's choice)."""
+
+NORMALIZATION = "per-volume clip to 0.5-99.5 percentiles, then z-score"
+"""How slices are normalised (:func:`sparseseg.ltuda.data.prepare_image`), as recorded."""
+
+SLICE_AXIS = "third voxel axis (sparseseg.io.SLICE_AXIS)"
+"""Along which axis volumes are sliced, as recorded."""
 
 
 class LTUDAModel(nn.Module):
@@ -36,7 +70,13 @@ class LTUDAModel(nn.Module):
     ) -> None:
         super().__init__()
         self.n_organs = n_organs
+        self.base_channels = base_channels
+        self.depth = depth
+        self.embed_dim = embed_dim
+        self.n_prototypes = n_prototypes
         self.temperature = temperature
+        self.config: dict[str, Any] = {}
+        """The ``config.json`` of the folder the model was loaded from (empty otherwise)."""
         self.unet = UNet2D(out_channels=n_organs, base_channels=base_channels, depth=depth)
         self.projection = ProjectionHead(self.unet.feature_channels, embed_dim)
         kw = {"n_classes": n_organs + 1, "dim": embed_dim, "n_prototypes": n_prototypes}
@@ -76,3 +116,91 @@ class LTUDAModel(nn.Module):
             proto_logits, _ = clf(emb)
             out[classifier] = torch.softmax(proto_logits / self.temperature, dim=1)
         return out
+
+    # ----------------------------------------------------------------- persistence
+    def architecture(self) -> dict[str, Any]:
+        """The network settings ``config.json`` records (besides the organs)."""
+        return {"base_channels": self.base_channels, "depth": self.depth,
+                "embed_dim": self.embed_dim, "n_prototypes": self.n_prototypes,
+                "temperature": self.temperature}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any],
+                    folder: str | Path | None = None) -> LTUDAModel:
+        """An untrained model of the architecture a ``config.json`` describes.
+
+        Args:
+            config: The settings.
+            folder: The folder they come from (named in errors).
+
+        Raises:
+            ModelError: A setting is missing or not a number.
+        """
+        try:
+            return cls(
+                n_organs=len(config["organs"]),
+                base_channels=int(config["base_channels"]),
+                depth=int(config["depth"]),
+                embed_dim=int(config.get("embed_dim", 64)),
+                n_prototypes=int(config.get("n_prototypes", 5)),
+                temperature=float(config.get("temperature", 0.1)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"config.json lacks or garbles a setting ({exc})", folder) from None
+
+    def save(self, folder: str | Path, *, organs: Sequence[str], size: int,
+             classifier: str = DEFAULT_CLASSIFIER, components: Mapping[str, int] | None = None,
+             info: Mapping[str, Any] | None = None,
+             state: Mapping[str, torch.Tensor] | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``folder`` atomically.
+
+        Args:
+            folder: The model folder (created if needed).
+            organs: Organ names, one per output channel.
+            size: In-plane size of the slices the network sees.
+            classifier: The classifier to predict with.
+            components: Connected components to keep per organ (default 1 each).
+            info: Records of the training, kept in ``config.json`` as they are.
+            state: The weights to write (default: this model's); the best epoch may be the
+                mean teacher's (:meth:`sparseseg.ltuda.trainer.Trainer.model_state`).
+
+        Returns:
+            The folder.
+
+        Raises:
+            ValueError: ``organs`` does not match the model's organ channels, or an unknown
+                classifier.
+            InputError: The folder cannot be written.
+        """
+        if len(organs) != self.n_organs:
+            raise ValueError(f"{len(organs)} organ names for {self.n_organs} organ channels")
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {classifier!r}; use one of {CLASSIFIERS}")
+        components = dict(components or {})
+        config = {"organs": list(organs), "size": int(size), **self.architecture(),
+                  "classifier": classifier,
+                  "components": {o: int(components.get(o, 1)) for o in organs},
+                  "normalization": NORMALIZATION, "slice_axis": SLICE_AXIS,
+                  **dict(info or {})}
+        weights = dict(self.state_dict() if state is None else state)
+        return save_model(folder, kind=KIND, config=config, state=weights)
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: torch.device | str = "cpu") -> LTUDAModel:
+        """Load a model folder (safetensors + JSON; nothing is unpickled or executed).
+
+        The model is on ``device`` in eval mode, its ``config.json`` in :attr:`config`.
+
+        Raises:
+            ModelError: The folder is missing, corrupt, of another kind, or its weights do
+                not match the network its config describes.
+        """
+        config, state = load_model(folder, kind=KIND)
+        model = cls.from_config(config, folder)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(f"weights do not match config.json ({str(exc).splitlines()[0]})",
+                             folder) from None
+        model.config = config
+        return model.to(device).eval()

@@ -30,6 +30,9 @@ default here. The poly schedule follows the fraction of the run done (epochs or 
 Loss: the paper's per-channel partial BCE; ``dice=True`` adds a partial soft Dice term on the same
 known pixels to every supervised term, which learns small structures much faster on a CPU budget.
 
+The epochs, the time limit, checkpoints and progress reports are the shared training loop's
+(:mod:`sparseseg.training_loop`); this module supplies the steps and the end of an epoch
+(validation, :mod:`sparseseg.ltuda.evaluate`; the best epoch, :mod:`sparseseg.ltuda.selection`).
 Runs can be saved and continued at any step (:meth:`Trainer.state`, :meth:`Trainer.restore`,
 :mod:`sparseseg.runstate`) and trained data-parallel under ``torchrun``
 (:mod:`sparseseg.distributed`).
@@ -39,6 +42,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -61,14 +66,15 @@ from sparseseg.ltuda.augment import (
 )
 from sparseseg.ltuda.classify import organs_to_classes
 from sparseseg.ltuda.data import SliceCase, SliceSampler
+from sparseseg.ltuda.evaluate import mean_score, validate, validate_all
 from sparseseg.ltuda.losses import supervised_loss
 from sparseseg.ltuda.model import CLASSIFIERS, LTUDAModel
 from sparseseg.ltuda.prototypes import prototype_loss
 from sparseseg.ltuda.pseudo import merge_pseudo_labels
+from sparseseg.ltuda.selection import BestModelKeeper, best_classifier
 from sparseseg.ltuda.teacher import ema_decay, update_teacher
 from sparseseg.precision import autocast, resolve_precision
 from sparseseg.runstate import (
-    ResumableTrainer,
     RunCheckpoint,
     RunClock,
     architecture_digest,
@@ -76,6 +82,7 @@ from sparseseg.runstate import (
     prefixed,
     unprefixed,
 )
+from sparseseg.training_loop import LoopTrainer, Position, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +93,7 @@ TEACHER = "teacher"
 
 
 @dataclass
-class TrainSettings:
+class TrainConfig:
     """Hyper-parameters of a run (the defaults follow the paper unless noted)."""
 
     method: str = "ltuda"
@@ -105,66 +112,6 @@ class TrainSettings:
     precision: str = "auto"  # fp32, bf16 or auto (sparseseg.precision)
     tone: bool = True  # gamma/contrast in the weak view (not the paper's; augment.tone_params)
     extra: dict = field(default_factory=dict)
-
-
-def dice_per_organ(pred: np.ndarray, target: np.ndarray, labeled: np.ndarray) -> list[float]:
-    """3D Dice of each labeled organ (NaN for unlabeled ones, 1 when both are empty).
-
-    Args:
-        pred: ``(S, H, W)`` class map (organ k at k).
-        target: ``(S, organs, H, W)`` organ masks.
-        labeled: ``(organs,)`` bool.
-    """
-    out = []
-    for k in range(target.shape[1]):
-        if not labeled[k]:
-            out.append(float("nan"))
-            continue
-        p, t = pred == k + 1, target[:, k] > 0
-        denom = p.sum() + t.sum()
-        out.append(1.0 if denom == 0 else float(2 * (p & t).sum() / denom))
-    return out
-
-
-@torch.no_grad()
-def predict_slices(model: LTUDAModel, image: np.ndarray, classifier: str,
-                   device: torch.device, batch: int = 16) -> torch.Tensor:
-    """Class scores ``(S, organs + 1, H, W)`` (on CPU) for ``(S, H, W)`` normalised slices."""
-    model.eval()
-    out = []
-    for i in range(0, image.shape[0], batch):
-        x = torch.from_numpy(np.ascontiguousarray(image[i:i + batch]))[:, None].float()
-        out.append(model.class_scores(x.to(device), classifier).cpu())
-    return torch.cat(out)
-
-
-def validate(model: LTUDAModel, cases: list[SliceCase], classifier: str,
-             device: torch.device) -> np.ndarray:
-    """Mean Dice per organ over the validation cases that label it (NaN if none)."""
-    return validate_all(model, cases, (classifier,), device)[classifier]
-
-
-@torch.no_grad()
-def validate_all(model: LTUDAModel, cases: list[SliceCase], classifiers: tuple[str, ...],
-                 device: torch.device, batch: int = 16) -> dict[str, np.ndarray]:
-    """:func:`validate` of several classifiers, sharing one U-Net pass per batch."""
-    n = model.n_organs
-    model.eval()
-    scores = {c: [[] for _ in range(n)] for c in classifiers}
-    for case in cases:
-        preds: dict[str, list[np.ndarray]] = {c: [] for c in classifiers}
-        for i in range(0, case.image.shape[0], batch):
-            x = torch.from_numpy(np.ascontiguousarray(case.image[i:i + batch]))[:, None]
-            out = model.all_class_scores(x.float().to(device), classifiers)
-            for c in classifiers:
-                preds[c].append(out[c].argmax(1).cpu().numpy())
-        for c in classifiers:
-            pred = np.concatenate(preds[c])
-            for k, d in enumerate(dice_per_organ(pred, case.target, case.labeled)):
-                if d == d:
-                    scores[c][k].append(d)
-    return {c: np.array([np.mean(v) if v else np.nan for v in scores[c]])
-            for c in classifiers}
 
 
 def sample_per_class(targets: torch.Tensor, per_class: int,
@@ -192,10 +139,86 @@ def sample_per_class(targets: torch.Tensor, per_class: int,
     return torch.cat(keep).sort().values
 
 
-def mean_score(val: np.ndarray) -> float:
-    """Mean Dice over the organs that have a score (``-inf`` when none has)."""
-    finite = val[np.isfinite(val)]
-    return float(finite.mean()) if finite.size else -np.inf
+@dataclass
+class EpochResult:
+    """What an epoch of :meth:`Trainer.fit` reports to ``on_epoch`` (rank 0 only).
+
+    Attributes:
+        epoch: The epoch (from 1).
+        stage: 1 or 2.
+        lr: The learning rate of its last step.
+        losses: Mean of each loss term over its steps (``total``, ``sup``, ``cda``, ``proto``).
+        val: Dice per organ of the best-validating classifier (NaN: no validation case
+            labels the organ).
+        classifier: That classifier: ``linear`` in stage 1; in stage 2 the best of linear,
+            labeled and unlabeled; :data:`TEACHER` when the mean teacher validates best (see
+            :meth:`Trainer.model_state`).
+        val_by_classifier: Mean Dice of each classifier validated (``-inf``: none scored).
+        elapsed: Training seconds at the end of the epoch's validation.
+        best: The epoch validated best of the run so far: its weights are the ones to save
+            (:class:`~sparseseg.ltuda.selection.BestModelKeeper`).
+    """
+
+    epoch: int
+    stage: int
+    lr: float
+    losses: dict[str, float]
+    val: np.ndarray
+    classifier: str
+    val_by_classifier: dict[str, float]
+    elapsed: float
+    best: bool = False
+
+    @property
+    def score(self) -> float:
+        """Mean validation Dice over the organs scored (``-inf`` when none is)."""
+        return mean_score(self.val)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (non-finite numbers as ``None``), without :attr:`best`."""
+        return {"epoch": self.epoch, "stage": self.stage, "lr": self.lr,
+                "losses": dict(self.losses), "val": [_finite(v) for v in self.val],
+                "classifier": self.classifier,
+                "val_by_classifier": {c: _finite(v) for c, v in self.val_by_classifier.items()},
+                "elapsed": self.elapsed}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EpochResult:
+        """Inverse of :meth:`to_json`."""
+        return cls(epoch=int(data["epoch"]), stage=int(data["stage"]), lr=float(data["lr"]),
+                   losses={str(k): float(v) for k, v in data["losses"].items()},
+                   val=np.array([math.nan if v is None else float(v) for v in data["val"]]),
+                   classifier=str(data["classifier"]),
+                   val_by_classifier={str(c): _score(v)
+                                      for c, v in data["val_by_classifier"].items()},
+                   elapsed=float(data["elapsed"]))
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _score(value: float | None) -> float:
+    return -math.inf if value is None or not math.isfinite(float(value)) else float(value)
+
+
+def _upgrade_record(record: Mapping[str, Any]) -> tuple[list[dict], dict]:
+    """``history`` and ``best`` from a format-1 checkpoint's ``record`` (the log rows the
+    model-folder writer kept there, keyed ``loss_*``, ``val_dice_<organ>``,
+    ``val_mean_<classifier>``)."""
+    history = []
+    for row in record.get("history", []):
+        history.append({
+            "epoch": row["epoch"], "stage": row["stage"], "lr": row["lr"],
+            "losses": {k[5:]: v for k, v in row.items() if k.startswith("loss_")},
+            "val": [v for k, v in row.items()
+                    if k.startswith("val_dice_") and k != "val_dice_mean"],
+            "classifier": row["classifier"],
+            "val_by_classifier": {k[9:]: v for k, v in row.items()
+                                  if k.startswith("val_mean_")},
+            "elapsed": row["elapsed_s"]})
+    return history, dict(record.get("best", {"score": -math.inf}))
 
 
 class _StepLoss(nn.Module):
@@ -218,8 +241,8 @@ class _StepLoss(nn.Module):
         return self._loss(x, y, m)
 
 
-class Trainer(ResumableTrainer):
-    """Runs the training loop and reports each epoch through ``on_epoch``.
+class Trainer(LoopTrainer):
+    """Trains an LTUDA model; :meth:`fit` reports each epoch's validation to ``on_epoch``.
 
     Under ``torchrun`` (``dist`` with several processes) every process draws its own batches
     (seeds ``seed + rank``), gradients are averaged by
@@ -231,50 +254,54 @@ class Trainer(ResumableTrainer):
     Args:
         model: The model to train (its prototype branch is used in stage 2 only).
         train_cases: Training slices.
-        val_cases: Validation cases (partial labels of the training data).
-        settings: Hyper-parameters.
+        val_cases: Validation cases (partial labels of the training data); without any, the
+            last epoch is the one kept.
+        config: Hyper-parameters.
         device: Compute device.
         dist: This process's place in a data-parallel run (default: the current process
             group, or a single process).
     """
 
     def __init__(self, model: LTUDAModel, train_cases: list[SliceCase],
-                 val_cases: list[SliceCase], settings: TrainSettings, device: torch.device,
+                 val_cases: list[SliceCase], config: TrainConfig, device: torch.device,
                  dist: DistInfo | None = None):
-        if settings.method not in METHODS:
-            raise ValueError(f"unknown method {settings.method!r}; use one of {METHODS}")
+        if config.method not in METHODS:
+            raise ValueError(f"unknown method {config.method!r}; use one of {METHODS}")
         self.model = model.to(device)
-        self.settings = settings
+        self.config = config
         self.device = device
         self.dist = dist or distributed.current()
         self.train_cases = train_cases
         self.val_cases = val_cases
-        sample_seed = settings.seed + self.dist.rank
+        sample_seed = config.seed + self.dist.rank
         self.rng = np.random.default_rng(sample_seed)
         self.generator = torch.Generator().manual_seed(sample_seed)
-        self.sampler = SliceSampler(train_cases, settings.batch_size, self.rng)
-        self.autocast_dtype = resolve_precision(settings.precision, device)
+        self.sampler = SliceSampler(train_cases, config.batch_size, self.rng)
+        self.autocast_dtype = resolve_precision(config.precision, device)
         self.teacher: nn.Module | None = None
-        if settings.method != "partial":
+        if config.method != "partial":
             self.teacher = copy.deepcopy(self.model.unet).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
-        self.step = 0
         self.stage = 1
         self.progress = 0.0
-        """Fraction of the run done (epochs or time), set by :meth:`run` before each step."""
+        """Fraction of the run done (epochs or time), set by :meth:`fit` before each step."""
         self.optimizer = self._make_optimizer(stage=1)
         self.steps_per_epoch = -(-len(self.sampler) // self.dist.world_size)
-        # Progress of run(): the epoch under way (1-based), steps done in it, its summed
-        # losses, the last learning rate, training seconds, and whether the run is over.
+        # Progress (advanced by the training loop): the epoch under way (from 1), steps done
+        # in it and in all, training seconds, and whether the run is over; the epoch's summed
+        # losses and the last learning rate.
         self.epoch = 1
         self.epoch_step = 0
-        self.sums: dict[str, float] = {}
-        self.lr = settings.lr
+        self.step = 0
         self.elapsed = 0.0
         self.finished = False
-        self.record: dict[str, Any] = {}
-        """JSON bookkeeping of the caller (history, best epoch), saved in checkpoints."""
+        self.sums: dict[str, float] = {}
+        self.lr = config.lr
+        self.history: list[EpochResult] = []
+        """Each validated epoch's result (rank 0)."""
+        self.best = BestModelKeeper(keep_last=not val_cases)
+        """The best-validating epoch so far (rank 0)."""
         self._parallel: nn.Module | None = None
         self._parallel_stage = 0
 
@@ -282,7 +309,7 @@ class Trainer(ResumableTrainer):
         params = list(self.model.unet.parameters())
         if stage == 2:
             params += list(self.model.projection.parameters())
-        s = self.settings
+        s = self.config
         if s.optimizer == "sgd":
             return torch.optim.SGD(params, lr=s.lr, momentum=0.99, nesterov=True,
                                    weight_decay=3e-5)
@@ -291,8 +318,9 @@ class Trainer(ResumableTrainer):
         raise ValueError(f"unknown optimizer {s.optimizer!r}; use sgd or adam")
 
     def _update_teacher(self) -> None:
-        """EMA of the student's weights and batch-norm statistics (:mod:`.teacher`)."""
-        update_teacher(self.teacher, self.model.unet, ema_decay(self.step - 1, self.settings.ema))
+        """EMA of the student's weights and batch-norm statistics (:mod:`.teacher`), with the
+        decay of the step under way (``step`` counts the steps before it)."""
+        update_teacher(self.teacher, self.model.unet, ema_decay(self.step, self.config.ema))
 
     def _forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A U-Net pass under the run's precision; logits and features back in float32."""
@@ -307,19 +335,19 @@ class Trainer(ResumableTrainer):
         xw, yw = self.weak_view(x, y)
         model.train()
         logits_w, _ = self._forward(model, xw)
-        dice = self.settings.dice
+        dice = self.config.dice
         loss_sup = supervised_loss(logits_w, yw, m, dice=dice)
         terms = {"sup": loss_sup.item()}
         loss = loss_sup
-        if self.settings.method != "partial" and self.warming_up():
+        if self.config.method != "partial" and self.warming_up():
             terms["cda"] = 0.0
-        elif self.settings.method != "partial":
+        elif self.config.method != "partial":
             with torch.no_grad():
                 teacher_logits, _ = self._forward(self.teacher, xw)
                 pseudo = merge_pseudo_labels(torch.sigmoid(teacher_logits), yw, m)
             loss_cda = loss.new_zeros(())
             loss_proto = loss.new_zeros(())
-            for _ in range(self.settings.n_strong):
+            for _ in range(self.config.n_strong):
                 xs = apply_intensity(intensity_params(x.shape[0], g), xw, g)
                 params = cutmix_params(x.shape[0], *x.shape[-2:], generator=g)
                 xs, ps, ys, ms = apply_cutmix(params, xs, pseudo, yw, m)
@@ -336,10 +364,10 @@ class Trainer(ResumableTrainer):
         return loss, terms
 
     def weak_view(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The weak view of a batch: affine warp, then (``settings.tone``) gamma/contrast."""
+        """The weak view of a batch: affine warp, then (``config.tone``) gamma/contrast."""
         g = self.generator
         xw, yw = apply_affine(weak_params(x.shape[0], generator=g), x, y)
-        if self.settings.tone:
+        if self.config.tone:
             xw = apply_tone(tone_params(x.shape[0], generator=g), xw)
         return xw, yw
 
@@ -350,10 +378,19 @@ class Trainer(ResumableTrainer):
         ``partial``: each step costs one U-Net pass instead of four, and the teacher (still
         updated every step) only starts to supervise once it segments something.
         """
-        return self.stage == 1 and self.progress < self.settings.warmup_fraction
+        return self.stage == 1 and self.progress < self.config.warmup_fraction
 
     def train_step(self) -> dict[str, float]:
-        """One optimisation step; returns its loss terms."""
+        """One optimisation step outside :meth:`fit` (counted in ``step``); its loss terms.
+
+        Uses the run's ``progress`` and ``stage`` as they are (tests and benchmarks set them).
+        """
+        terms = self._optimise()
+        self.step += 1
+        return terms
+
+    def _optimise(self) -> dict[str, float]:
+        """One optimisation step and the teacher's update; returns its loss terms."""
         x, y, m = (t.to(self.device) for t in self.sampler.batch())
         if self.dist.enabled:
             if self._parallel is None or self._parallel_stage != self.stage:
@@ -367,7 +404,6 @@ class Trainer(ResumableTrainer):
         loss.backward()
         self.optimizer.step()
         distributed.sync_buffers(self.model)
-        self.step += 1
         if self.teacher is not None:
             self._update_teacher()
         terms["total"] = loss.item()
@@ -393,8 +429,8 @@ class Trainer(ResumableTrainer):
         flat_t = target.reshape(-1)
         sources = [(model.proto_labeled, (~organ | from_gt).reshape(-1)),
                    (model.proto_unlabeled, (~organ | ~from_gt).reshape(-1))]
-        if self.settings.proto_pixels > 0:
-            keep = sample_per_class(flat_t, self.settings.proto_pixels, self.generator)
+        if self.config.proto_pixels > 0:
+            keep = sample_per_class(flat_t, self.config.proto_pixels, self.generator)
             flat_emb, flat_t = flat_emb[keep], flat_t[keep]
             sources = [(clf, own[keep]) for clf, own in sources]
         total = emb.new_zeros(())
@@ -428,7 +464,7 @@ class Trainer(ResumableTrainer):
 
     def set_lr(self, progress: float) -> float:
         """Poly decay (power 0.9) over the run's progress in [0, 1]."""
-        lr = self.settings.lr * (1 - min(max(progress, 0.0), 0.999)) ** 0.9
+        lr = self.config.lr * (1 - min(max(progress, 0.0), 0.999)) ** 0.9
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -460,7 +496,7 @@ class Trainer(ResumableTrainer):
         that has none of its own kind).
         """
         model, dev = self.model, self.device
-        n_batches = n_batches or int(self.settings.extra.get("proto_init_batches", 8))
+        n_batches = n_batches or int(self.config.extra.get("proto_init_batches", 8))
         model.train()  # the same normalisation as the stage-2 steps (warms the head's BN)
         embs, targets, gts = [], [], []
         for _ in range(n_batches):
@@ -486,100 +522,70 @@ class Trainer(ResumableTrainer):
             done = clf.initialize(emb[use], target[use], generator=self.generator)
             log.info("prototypes initialised for classes %s", done)
 
-    def run(self, on_epoch: Callable[[dict], None],
-            on_step: Callable[[dict], None] | None = None, *,
-            checkpoint: RunCheckpoint | None = None) -> None:
-        """Train until the epochs or the time budget run out, calling ``on_epoch`` each epoch.
+    # ------------------------------------------------------------------ the loop's hooks
+    def fit_step(self, position: Position) -> dict[str, float]:
+        """Schedule (stage 2, learning rate) for the run's progress, then one step."""
+        c = self.config
+        progress = position.progress(position.epochs_fraction)
+        self.progress = progress
+        if (c.method == "ltuda" and self.stage == 1
+                and progress >= max(c.stage1_fraction, c.warmup_fraction)):
+            self.start_stage2()
+        self.lr = self.set_lr(progress)
+        terms = self._optimise()
+        for key, v in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + v
+        return terms
 
-        Continues where a :meth:`restore`-d state left off. ``on_epoch`` receives a record with
-        ``epoch``, ``stage``, ``lr``, mean losses, ``val`` (Dice per organ of the
-        best-validating classifier), ``classifier`` (its name: ``linear`` in stage 1; in stage
-        2 the best of linear, labeled and unlabeled; :data:`TEACHER` when the mean teacher
-        validates best, see :meth:`model_state`), ``val_by_classifier`` (mean Dice of each
-        classifier validated) and ``elapsed``. With several processes only rank 0 validates
-        and calls ``on_epoch``.
+    def end_epoch(self, *, stopped: bool, clock: RunClock) -> EpochResult | None:
+        """Validate (rank 0) and offer the epoch to :attr:`best`; ``None`` on other ranks."""
+        n = max(self.epoch_step, 1)
+        losses = {k: v / n for k, v in self.sums.items()}
+        self.sums = {}
+        if not self.dist.is_main:
+            return None
+        classifiers = CLASSIFIERS if self.stage == 2 else ("linear",)
+        vals = validate_all(self.model, self.val_cases, classifiers, self.device)
+        if self.teacher is not None:
+            vals[TEACHER] = self.validate_teacher()
+            classifiers = (*classifiers, TEACHER)
+        # Ties go to the first of linear, labeled, unlabeled; without any score, the paper's
+        # test-time choice (unlabeled in stage 2).
+        classifier = best_classifier(vals, classifiers,
+                                     fallback="unlabeled" if self.stage == 2 else "linear")
+        val = vals[classifier]
+        result = EpochResult(
+            epoch=self.epoch, stage=self.stage, lr=self.lr, losses=losses, val=val,
+            classifier=classifier, val_by_classifier={c: mean_score(v) for c, v in vals.items()},
+            elapsed=clock.local(), best=self.best.offer(self.epoch, mean_score(val), classifier))
+        self.history.append(result)
+        return result
+
+    def fit(self, callback: Callable[[StepReport], None] | None = None, *,
+            on_epoch: Callable[[EpochResult], None] | None = None,
+            checkpoint: RunCheckpoint | None = None) -> None:
+        """Train until the epochs or the time budget run out (or continue a run).
+
+        Continues where a :meth:`restore`-d state left off. With several processes only rank
+        0 validates and calls ``on_epoch``.
 
         Args:
-            on_epoch: Called after each epoch's validation.
-            on_step: Called after each step (``epoch``, ``step``, ``steps`` and loss terms).
+            callback: Called after each step with a
+                :class:`~sparseseg.training_loop.StepReport` (its ``values``: the loss terms
+                ``total``, ``sup``, ``cda`` and in stage 2 ``proto``).
+            on_epoch: Called after each epoch's validation with its :class:`EpochResult`;
+                when ``result.best``, its weights (:meth:`model_state`) are the ones to save.
             checkpoint: Where and how often to save a resumable checkpoint (also saved at
                 the end); ``None``: never.
         """
-        s = self.settings
-        clock = RunClock(self.elapsed)
-        limit = None if s.max_time is None else s.max_time * 60
-        steps = self.steps_per_epoch
-        if checkpoint is not None:
-            checkpoint.start(self.elapsed)
-        while self.epoch <= s.epochs and not self.finished:
-            epoch = self.epoch
-            stop = False
-            while self.epoch_step < steps:
-                i = self.epoch_step
-                elapsed = clock.agreed() if limit else clock.local()
-                progress = (epoch - 1 + i / steps) / s.epochs
-                if limit:
-                    progress = max(progress, elapsed / limit)
-                self.progress = progress
-                if (s.method == "ltuda" and self.stage == 1
-                        and progress >= max(s.stage1_fraction, s.warmup_fraction)):
-                    self.start_stage2()
-                self.lr = self.set_lr(progress)
-                terms = self.train_step()
-                for key, v in terms.items():
-                    self.sums[key] = self.sums.get(key, 0.0) + v
-                self.epoch_step += 1
-                if on_step is not None:
-                    on_step({"epoch": epoch, "step": i + 1, "steps": steps, **terms})
-                if not limit and checkpoint is None:
-                    continue
-                now = clock.agreed()
-                if limit and now >= limit:
-                    stop = True
-                    break
-                if checkpoint is not None and checkpoint.due(now):
-                    self._save(checkpoint, now)
-            n = max(self.epoch_step, 1)
-            if self.dist.is_main:
-                classifiers = CLASSIFIERS if self.stage == 2 else ("linear",)
-                vals = validate_all(self.model, self.val_cases, classifiers, self.device)
-                if self.teacher is not None:
-                    vals[TEACHER] = self.validate_teacher()
-                    classifiers = (*classifiers, TEACHER)
-                # The classifier that validates best (ties: the first of linear, labeled,
-                # unlabeled); without any score, the paper's test-time choice (unlabeled in
-                # stage 2).
-                classifier = max(classifiers, key=lambda c: mean_score(vals[c]))
-                if not np.isfinite(mean_score(vals[classifier])):
-                    classifier = "unlabeled" if self.stage == 2 else "linear"
-                on_epoch({
-                    "epoch": epoch, "stage": self.stage, "lr": self.lr,
-                    **{f"loss_{k}": v / n for k, v in self.sums.items()},
-                    "val": vals[classifier], "classifier": classifier,
-                    "val_by_classifier": {c: mean_score(v) for c, v in vals.items()},
-                    "elapsed": clock.local(),
-                })
-            self.epoch += 1
-            self.epoch_step = 0
-            self.sums = {}
-            if stop:
-                log.info("time budget of %.1f min reached after %d epochs", s.max_time, epoch)
-                self.finished = True
-                break
-            if checkpoint is not None:
-                now = clock.agreed()
-                if checkpoint.due(now):
-                    self._save(checkpoint, now)
-        self.finished = True
-        if checkpoint is not None:
-            self._save(checkpoint, clock.agreed())
+        self.run_epochs(epochs=self.config.epochs, max_time=self.config.max_time,
+                        callback=callback, on_epoch=on_epoch, checkpoint=checkpoint)
 
     # ------------------------------------------------------------------ checkpoints
     def fingerprint(self) -> dict[str, Any]:
         """Settings and data a resumed run must share with the run it continues."""
-        settings = asdict(self.settings)
         return {
-            "training": settings,
+            "training": asdict(self.config),
             "architecture": architecture_digest(self.model),
             "train_data": digest([x for c in self.train_cases for x in
                                   (c.name, str(c.dataset), c.image, c.target, c.labeled)]),
@@ -589,13 +595,21 @@ class Trainer(ResumableTrainer):
         }
 
     def _run_meta(self) -> dict[str, Any]:
-        return {"stage": self.stage, "sums": self.sums, "lr": self.lr, "record": self.record}
+        return {"stage": self.stage, "sums": self.sums, "lr": self.lr,
+                "history": [r.to_json() for r in self.history],
+                "best": self.best.state_dict()}
 
     def _run_tensors(self) -> dict[str, torch.Tensor]:
         tensors = prefixed("model", self.model.state_dict())
         if self.teacher is not None:
             tensors.update(prefixed("teacher", self.teacher.state_dict()))
         return tensors
+
+    def upgrade_meta(self, meta: dict[str, Any], version: int) -> dict[str, Any]:
+        """Format 1 kept the history and the best epoch in the caller's ``record``."""
+        if version == 1:
+            meta["history"], meta["best"] = _upgrade_record(meta.pop("record"))
+        return meta
 
     def _restore_run(self, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
         self.model.load_state_dict(unprefixed("model", tensors), strict=True)
@@ -611,4 +625,13 @@ class Trainer(ResumableTrainer):
             self.optimizer.add_param_group(group)
         self.sums = {str(k): float(v) for k, v in meta["sums"].items()}
         self.lr = float(meta["lr"])
-        self.record = dict(meta["record"])
+        self.history = [EpochResult.from_json(r) for r in meta["history"]]
+        self.best.load_state_dict(meta["best"])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrainSettings":  # the former name of TrainConfig, for scripts that use it
+        warnings.warn("sparseseg.ltuda.trainer.TrainSettings is now TrainConfig",
+                      DeprecationWarning, stacklevel=2)
+        return TrainConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,15 @@ its label through the volume. See Wu et al., "OneSeg" (README for the citation).
 """
 
 from sparseseg.oneseg.annotation import SliceAnnotation
-from sparseseg.oneseg.api import Suggestion, propagate, select, suggest, train
+from sparseseg.oneseg.api import (
+    Suggestion,
+    adapt,
+    default_model_path,
+    propagate,
+    select,
+    suggest,
+    train,
+)
 
-__all__ = ["SliceAnnotation", "Suggestion", "propagate", "select", "suggest", "train"]
+__all__ = ["SliceAnnotation", "Suggestion", "adapt", "default_model_path", "propagate",
+           "select", "suggest", "train"]

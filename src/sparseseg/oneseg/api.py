@@ -20,16 +20,22 @@ import torch
 from tqdm.auto import tqdm
 
 from sparseseg.device import resolve_device
-from sparseseg.errors import InputError
-from sparseseg.io.axes import SLICE_AXIS, slice_shape
+from sparseseg.errors import InputError, ModelError
+from sparseseg.io.axes import SLICE_AXIS, slice_shape, to_slices
 from sparseseg.io.dataset import find_cases
 from sparseseg.io.reader import read_volume
 from sparseseg.io.volume import Volume
 from sparseseg.io.writer import atomic_path, write_volume
+from sparseseg.oneseg.adaptation import AdaptConfig, adapt_model
 from sparseseg.oneseg.annotation import SliceAnnotation, annotated_slices, read_annotation
 from sparseseg.oneseg.baselines import METHODS, PROPAGATORS, baseline_propagator
 from sparseseg.oneseg.interpolation import interpolate
-from sparseseg.oneseg.model import PROPAGATION_TEMPERATURE, OneSegModel, check_volume
+from sparseseg.oneseg.model import (
+    DEFAULT_MODEL_DIR,
+    PROPAGATION_TEMPERATURE,
+    OneSegModel,
+    check_volume,
+)
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.preprocess import volume_to_slices
 from sparseseg.oneseg.propagation import (
@@ -40,8 +46,10 @@ from sparseseg.oneseg.propagation import (
     propagate_annotation,
 )
 from sparseseg.oneseg.screening import (
+    label_box,
     middle_structure_slice,
     most_representative,
+    region_descriptors,
     structure_slices,
 )
 from sparseseg.oneseg.suggestion import CRITERIA, slice_scores, suggest_slice
@@ -58,10 +66,63 @@ def _as_volume(image: PathLike | Volume) -> Volume:
     return image if isinstance(image, Volume) else read_volume(image)
 
 
-def _as_model(model: PathLike | OneSegModel, device: str) -> OneSegModel:
+def _as_model(model: PathLike | OneSegModel | None, device: str) -> OneSegModel:
+    """The given model, loaded if it is a folder; the shipped default model for ``None``."""
     if isinstance(model, OneSegModel):
         return model
+    if model is None:
+        model = default_model_path()
+        log.info("no model given: using the default model (%s)", model)
     return OneSegModel.load(model, device=resolve_device(device))
+
+
+def default_model_path() -> Path:
+    """Folder of the default model shipped in the package (see its ``MODEL_CARD.md``).
+
+    Raises:
+        ModelError: The installed package lacks it (a broken or partial install).
+    """
+    if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+        raise ModelError("the default model is missing from this installation; give a model "
+                         "folder with -m", DEFAULT_MODEL_DIR)
+    return DEFAULT_MODEL_DIR
+
+
+def adapt(
+    *,
+    model: PathLike | OneSegModel | None = None,
+    image: PathLike | Volume,
+    seconds: float,
+    device: str = "auto",
+    seed: int = 0,
+) -> OneSegModel:
+    """A copy of the model fine-tuned self-supervised on one volume (test-time adaptation).
+
+    The OneSeg training loss on the volume's own slices, no labels, for ``seconds``
+    (:mod:`sparseseg.oneseg.adaptation`); the given model is not changed.
+
+    Args:
+        model: Model folder or loaded model (``None``: the default model).
+        image: Volume file or loaded volume.
+        seconds: Time budget (> 0).
+        device: Where to compute.
+        seed: Random seed.
+
+    Returns:
+        The adapted model.
+
+    Raises:
+        InputError: A budget that is not positive, or a volume of fewer than two slices.
+    """
+    if not seconds > 0:
+        raise InputError(f"--adapt needs a positive number of seconds, got {seconds}")
+    vol = _as_volume(image)
+    check_volume(vol.array, vol.path)
+    if vol.shape[SLICE_AXIS] < 2:
+        raise InputError("test-time adaptation needs at least two slices", vol.path)
+    net = _as_model(model, device)
+    return adapt_model(net, net.slice_tensors(vol.array),
+                       config=AdaptConfig(seconds=float(seconds), seed=seed))
 
 
 def train(
@@ -185,7 +246,7 @@ def train(
                                                  resume=resume, rank=dist.rank)
         if resumed:
             log.info("resuming from %s at epoch %d, step %d", output / RESUME_NAME,
-                     trainer.epoch + 1, trainer.step)
+                     trainer.epoch, trainer.step)
         bar = tqdm(
             total=trainer.steps_per_epoch * cfg.epochs,
             initial=trainer.step,
@@ -224,24 +285,37 @@ SELECT_CRITERIA = ("representative", "middle")
 
 def select(
     *,
-    model: PathLike | OneSegModel,
+    model: PathLike | OneSegModel | None = None,
     image: PathLike | Volume,
     criterion: str = "representative",
+    annotation: AnnotationInput | None = None,
+    slice_index: int | Sequence[int] | None = None,
     device: str = "auto",
 ) -> int:
     """The slice to annotate.
 
+    Without an annotation the choice is organ-blind: the most representative slice of the
+    whole volume. On a scan much larger than the structure (a whole-body CT) that slice may
+    hold none of it; mark the structure first, roughly, on any slice (``annotation``), and
+    the choice is made relative to it: the annotation is propagated, and only the slices it
+    reaches, compared inside its in-plane box (with a margin), take part.
+
     Args:
-        model: Model folder or loaded model.
+        model: Model folder or loaded model (``None``: the default model).
         image: Volume file or loaded volume.
         criterion: ``representative``: the paper's most representative slice (Eq. 5-7);
-            ``middle``: the middle one of the slices that hold structure (no features
-            needed; every other slice is then at most half the volume away, and on
-            LeftAtrium it is the better start, see ``docs/benchmarks.md``).
+            ``middle``: the middle one of the slices that hold structure, or that the
+            annotation reaches (on LeftAtrium the better start, see ``docs/benchmarks.md``).
+        annotation: A rough mark of the structure, as for :func:`propagate` (any labeled
+            slices; every label counts as the structure).
+        slice_index: Index of a 2D annotation along the slice axis.
         device: Where to compute.
 
     Returns:
         0-based index along the slice axis (the third voxel axis).
+
+    Raises:
+        InputError: Unknown criterion, bad volume or annotation.
     """
     if criterion not in SELECT_CRITERIA:
         raise InputError(
@@ -251,7 +325,19 @@ def select(
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
     slices = net.slice_tensors(vol.array)
-    pooled = net.pooled(net.features(slices))
+    features = net.features(slices)
+    if annotation is not None:
+        ann = _as_annotation(annotation, vol, slice_index)
+        result = _run(model=net, vol=vol, annotation=ann, method="oneseg", verify=False,
+                      keep_largest=True, anchor=True, fusion="union", device=device,
+                      progress=False)
+        reached = to_slices(result.labels > 0)
+        inside = np.flatnonzero(reached.any(axis=(1, 2)))
+        if criterion == "middle":
+            return int(inside[len(inside) // 2])
+        descriptors = region_descriptors(features.cpu().numpy(), label_box(reached))
+        return int(inside[most_representative(descriptors[inside])])
+    pooled = net.pooled(features)
     # Slices with almost no structure (outside the body) may not win.
     spread = slices.flatten(1).std(dim=1).cpu().numpy()
     if criterion == "middle":
@@ -281,13 +367,15 @@ def _as_annotation(annotation: AnnotationInput, vol: Volume,
     return read_annotation(annotation, vol, index=slice_index)
 
 
-def _check_options(method: str, model: object, fusion: str) -> None:
+def _check_options(method: str, fusion: str, adapt: float = 0.0) -> None:
     if fusion not in FUSIONS:
         raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
     if method not in METHODS:
         raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
-    if method == "oneseg" and model is None:
-        raise InputError("OneSeg propagation needs a model folder (-m MODEL_DIR)")
+    if adapt < 0:
+        raise InputError(f"--adapt needs a number of seconds >= 0, got {adapt}")
+    if adapt > 0 and method != "oneseg":
+        raise InputError(f"--adapt fine-tunes the OneSeg model; method {method!r} has none")
 
 
 def _progress_function(progress: bool | ProgressFunction, desc: str
@@ -319,11 +407,19 @@ def _run(
     fusion: str,
     device: str,
     progress: bool | ProgressFunction,
+    adapt: float = 0.0,
 ) -> Propagation:
-    """Propagate ``annotation`` through ``vol`` with a slice-by-slice method."""
+    """Propagate ``annotation`` through ``vol`` with a slice-by-slice method (OneSeg's model
+    first adapted to the volume for ``adapt`` seconds when that is positive)."""
+    net = None
+    if method == "oneseg":
+        net = _as_model(model, device)
+        if adapt > 0:
+            net = adapt_model(net, net.slice_tensors(vol.array),
+                              config=AdaptConfig(seconds=float(adapt)))
     with torch.inference_mode():
-        if method == "oneseg":
-            propagator = OneSegPropagator(_as_model(model, device), vol.array, anchor=anchor)
+        if net is not None:
+            propagator = OneSegPropagator(net, vol.array, anchor=anchor)
         else:
             propagator = baseline_propagator(method, vol.array)
         report, close = _progress_function(progress, "propagating")
@@ -347,6 +443,7 @@ def propagate(
     anchor: bool = True,
     method: str = "oneseg",
     fusion: str = "union",
+    adapt: float = 0.0,
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     preview: PathLike | None = None,
@@ -359,7 +456,8 @@ def propagate(
     be drawn on different slices.
 
     Args:
-        model: Model folder or loaded model (OneSeg only; the other methods need none).
+        model: Model folder or loaded model (OneSeg only; the other methods need none;
+            ``None``: the default model shipped in the package).
         image: Volume file or loaded volume.
         annotation: Label volume (file, :class:`Volume` or array on the image's grid) with
             1..N labeled slices; a 2D label file or array (then ``slice_index`` is required);
@@ -376,6 +474,8 @@ def propagate(
             annotated slices, at least two per label).
         fusion: How the two chains between annotated slices are joined
             (:data:`~sparseseg.oneseg.propagation.FUSIONS`).
+        adapt: Seconds of test-time adaptation of the OneSeg model on this volume before
+            propagating (:func:`adapt`; ``0``: none).
         device: Where to compute.
         progress: Show a progress bar, or a callback ``progress(done, total)`` called after
             each propagated slice.
@@ -389,7 +489,7 @@ def propagate(
     Raises:
         InputError: Bad annotation or volume (see the CLI docs).
     """
-    _check_options(method, model, fusion)
+    _check_options(method, fusion, adapt)
     if preview is not None:
         check_png_path(preview)
     vol = _as_volume(image)
@@ -400,7 +500,7 @@ def propagate(
     else:
         result = _run(model=model, vol=vol, annotation=ann, method=method, verify=verify,
                       keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                      progress=progress).labels
+                      progress=progress, adapt=adapt).labels
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)
@@ -450,6 +550,7 @@ def suggest(
     anchor: bool = True,
     fusion: str = "union",
     keep_largest: bool = True,
+    adapt: float = 0.0,
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     confidence: PathLike | None = None,
@@ -460,7 +561,7 @@ def suggest(
     (:mod:`sparseseg.oneseg.suggestion`).
 
     Args:
-        model: Model folder or loaded model (OneSeg only).
+        model: Model folder or loaded model (OneSeg only; ``None``: the default model).
         image: Volume file or loaded volume.
         annotation: The annotated slices so far (as for :func:`propagate`).
         slice_index: Index of a 2D annotation (one per 2D file).
@@ -470,6 +571,7 @@ def suggest(
         anchor: As for :func:`propagate`.
         fusion: As for :func:`propagate`.
         keep_largest: As for :func:`propagate`.
+        adapt: As for :func:`propagate`.
         device: Where to compute.
         progress: Show a progress bar, or a ``progress(done, total)`` callback.
         confidence: Also write the per-slice table (:meth:`Suggestion.table`) to this CSV.
@@ -481,7 +583,7 @@ def suggest(
         InputError: Bad annotation or volume, every slice annotated, or a method that does
             not propagate.
     """
-    _check_options(method, model, fusion)
+    _check_options(method, fusion, adapt)
     if method not in PROPAGATORS:
         raise InputError(f"suggest needs a propagating method ({', '.join(PROPAGATORS)}), "
                          f"not {method!r}")
@@ -499,7 +601,7 @@ def suggest(
         raise InputError("every slice is annotated: nothing left to suggest", vol.path)
     result = _run(model=model, vol=vol, annotation=ann, method=method, verify=False,
                   keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                  progress=progress)
+                  progress=progress, adapt=adapt)
     found = Suggestion(slice=suggest_slice(result, criterion),
                        scores=slice_scores(result, criterion), confidence=result.confidence,
                        labels=vol.with_array(result.labels), result=result)
@@ -548,6 +650,7 @@ def propagate_batch(
     anchor: bool = True,
     method: str = "oneseg",
     fusion: str = "union",
+    adapt: float = 0.0,
     device: str = "auto",
     num_parts: int = 1,
     part_id: int = 0,
@@ -563,7 +666,8 @@ def propagate_batch(
     :func:`sparseseg.batch.run_batch`.
 
     Args:
-        model: Model folder or loaded model (OneSeg only; baselines need none).
+        model: Model folder or loaded model (OneSeg only; baselines need none; ``None``: the
+            default model).
         images: Folder of images, nnU-Net dataset folder (``imagesTr/``), or files.
         annotations: Folder of annotation volumes named ``CASE.nii.gz``.
         output: Output folder (created) receiving ``CASE.nii.gz``.
@@ -573,6 +677,7 @@ def propagate_batch(
         method: ``oneseg``, ``registration``, ``copy`` or ``interpolation``.
         fusion: How chains between two annotated slices are joined (as for
             :func:`propagate`).
+        adapt: Seconds of test-time adaptation on each case (as for :func:`propagate`).
         device: Where to compute.
         num_parts: Split the cases (sorted by name) into this many parts.
         part_id: The part to process, ``0 .. num_parts - 1``.
@@ -591,7 +696,7 @@ def propagate_batch(
     from sparseseg.batch import BatchError, match_case_files, run_batch, validate_parts
 
     validate_parts(num_parts, part_id)
-    _check_options(method, model, fusion)
+    _check_options(method, fusion, adapt)
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
     annotations, output = Path(annotations), Path(output)
     if output.exists() and annotations.exists() and output.samefile(annotations):
@@ -615,7 +720,7 @@ def propagate_batch(
             raise InputError(f"several annotations for case {case.name}: {names}", annotations)
         return propagate(model=net, image=case.image, annotation=found[0], verify=verify,
                          keep_largest=keep_largest, anchor=anchor, method=method,
-                         fusion=fusion, device=device)
+                         fusion=fusion, adapt=adapt, device=device)
 
     def save(result: Volume, target: Path) -> None:
         write_volume(target, result.array, result)

@@ -15,12 +15,16 @@ slices between annotated ones by morphological contour interpolation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import SimpleITK as sitk
 
 from sparseseg.io.axes import SLICE_AXIS, to_slices
 from sparseseg.oneseg.preprocess import normalise_intensity
 from sparseseg.oneseg.propagation import Propagator, one_hot
+
+if TYPE_CHECKING:  # SimpleITK is imported where it is used (a faster start)
+    import SimpleITK as sitk
 
 METHODS = ("oneseg", "registration", "copy", "interpolation")
 """Every way ``propagate`` can fill a volume from annotated slices."""
@@ -55,10 +59,12 @@ class RegistrationPropagator(HardPropagator):
 
     @staticmethod
     def _image(arr: np.ndarray) -> sitk.Image:
+        import SimpleITK as sitk
         return sitk.GetImageFromArray(np.ascontiguousarray(arr, dtype=np.float32))
 
     def scores(self, k: int, nxt: int, current: np.ndarray, *, start: int) -> np.ndarray:
         """``current`` warped onto slice ``nxt``."""
+        import SimpleITK as sitk
         fixed, moving = self._image(self.slices[nxt]), self._image(self.slices[k])
         demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
         demons.SetNumberOfIterations(self.iterations)

@@ -16,6 +16,9 @@ from sparseseg.oneseg.network import NetworkConfig, OneSegNet
 from sparseseg.oneseg.preprocess import volume_to_slices
 
 KIND = "oneseg"
+DEFAULT_MODEL_DIR = Path(__file__).with_name("default_model")
+"""The model shipped in the package (``MODEL_CARD.md`` beside it says how it was trained); the
+OneSeg commands use it when no model is given."""
 MIN_SLICE_PIXELS = 8
 """Smallest in-plane size (pixels per side) a volume may have."""
 

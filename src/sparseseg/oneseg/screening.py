@@ -5,7 +5,9 @@ cluster the slice with the largest summed cosine similarity to the cluster's oth
 representative; consecutive representatives (in slice order) form the training pairs.
 
 Test (Eq. 5-7): the single slice with the largest summed cosine similarity to all other slices
-of the volume is the one to annotate.
+of the volume is the one to annotate. Organ-blind, that slice can hold no organ at all on a
+whole-body scan; once an organ is marked, :func:`region_descriptors` restricts the comparison
+to the organ's in-plane box and its slices (``oneseg select --annotation``).
 """
 
 from __future__ import annotations
@@ -131,3 +133,41 @@ def middle_structure_slice(spread: np.ndarray) -> int:
     mask = structure_slices(spread)
     inside = np.flatnonzero(mask) if mask is not None else np.arange(len(spread))
     return int(inside[len(inside) // 2])
+
+
+def label_box(mask: np.ndarray, *, margin: float = 0.25) -> tuple[float, float, float, float]:
+    """In-plane bounding box of a ``(N, H, W)`` slice stack's foreground, as fractions.
+
+    Args:
+        mask: Foreground per slice (slice axis first).
+        margin: Widen each side by this share of the box's size (at least two pixels).
+
+    Returns:
+        ``(row0, row1, col0, col1)`` in ``[0, 1]`` of the plane's height and width; the whole
+        plane for an empty mask.
+    """
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return 0.0, 1.0, 0.0, 1.0
+    h, w = mask.shape[1:]
+    rows = np.flatnonzero(mask.any(axis=(0, 2)))
+    cols = np.flatnonzero(mask.any(axis=(0, 1)))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    dr = max(2.0, margin * (r1 - r0))
+    dc = max(2.0, margin * (c1 - c0))
+    return (max(0.0, (r0 - dr) / h), min(1.0, (r1 + dr) / h),
+            max(0.0, (c0 - dc) / w), min(1.0, (c1 + dc) / w))
+
+
+def region_descriptors(features: np.ndarray, box: tuple[float, float, float, float]
+                       ) -> np.ndarray:
+    """Slice descriptors of the feature maps' part inside ``box``: ``(N, E, h, w)`` -> ``(N, D)``.
+
+    The maps are cropped (at least one feature pixel each way) and flattened, so slices are
+    compared location by location inside the organ's box, as Eq. 5 compares whole slices.
+    """
+    n, _, h, w = features.shape
+    r0, r1, c0, c1 = box
+    i0, j0 = min(int(np.floor(r0 * h)), h - 1), min(int(np.floor(c0 * w)), w - 1)
+    i1, j1 = max(int(np.ceil(r1 * h)), i0 + 1), max(int(np.ceil(c1 * w)), j0 + 1)
+    return np.asarray(features[:, :, i0:i1, j0:j1]).reshape(n, -1)

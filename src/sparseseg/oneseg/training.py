@@ -12,9 +12,11 @@ volume contributes a few short chains of near neighbours (1-3 slices apart) per 
 alone leaves the copy between adjacent slices less precise than plain copying (measured on
 LeftAtrium: one-step Dice 0.909 without, 0.925 with, and 0.800 -> 0.829 from the largest slice).
 
-Runs can be saved and continued at any step (:meth:`OneSegTrainer.state`,
-:meth:`OneSegTrainer.restore`, :mod:`sparseseg.runstate`) and trained data-parallel under
-``torchrun`` (:mod:`sparseseg.distributed`).
+The epochs, the time limit, checkpoints and progress reports are the shared training loop's
+(:mod:`sparseseg.training_loop`); this module supplies the steps. Runs can be saved and
+continued at any step (:meth:`OneSegTrainer.state`, :meth:`OneSegTrainer.restore`,
+:mod:`sparseseg.runstate`) and trained data-parallel under ``torchrun``
+(:mod:`sparseseg.distributed`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from sparseseg.oneseg.screening import (
 )
 from sparseseg.precision import autocast, precision_name, resolve_precision
 from sparseseg.runstate import (
-    ResumableTrainer,
     RunCheckpoint,
     RunClock,
     architecture_digest,
@@ -49,6 +50,7 @@ from sparseseg.runstate import (
     prefixed,
     unprefixed,
 )
+from sparseseg.training_loop import LoopTrainer, Position, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,17 @@ class TrainConfig:
 
 @dataclass
 class TrainState:
-    """Progress reported to the callback after every step."""
+    """Progress reported to the callback after every step.
+
+    Attributes:
+        epoch: The epoch under way (from 1).
+        step: Steps of the run done, this one included.
+        total_steps: Steps of the whole run (without a time limit).
+        loss: The step's loss.
+        lr: The learning rate of the step.
+        ss_weight: Probability of the true reference in scheduled sampling.
+        elapsed: Training seconds.
+    """
 
     epoch: int
     step: int
@@ -112,6 +124,13 @@ class TrainState:
     lr: float
     ss_weight: float
     elapsed: float
+
+    @classmethod
+    def from_report(cls, report: StepReport) -> TrainState:
+        """The state of a :class:`~sparseseg.training_loop.StepReport` of this trainer."""
+        return cls(epoch=report.epoch, step=report.step, total_steps=report.total_steps,
+                   loss=report.values["loss"], lr=report.values["lr"],
+                   ss_weight=report.values["ss_weight"], elapsed=report.elapsed)
 
 
 def scheduled_weight(progress: float, start: float = 0.9, end: float = 0.5) -> float:
@@ -211,7 +230,7 @@ class _ReconstructionLoss(nn.Module):
         return reconstruction_loss(self.net, prev, ref, tgt, **kwargs)
 
 
-class OneSegTrainer(ResumableTrainer):
+class OneSegTrainer(LoopTrainer):
     """Train a OneSeg network on unlabeled volumes.
 
     Under ``torchrun`` (``dist`` with several processes) every process draws its own samples
@@ -256,14 +275,16 @@ class OneSegTrainer(ResumableTrainer):
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=0.5)
         steps = max(1, config.pairs_per_epoch // config.batch_size)
         self.steps_per_epoch = -(-steps // self.dist.world_size)
-        # Progress: epochs done, steps done in the current epoch and in all, the current
-        # epoch's training pairs (None until screened), training seconds, and whether done.
-        self.epoch = 0
+        # Progress (advanced by the training loop): the epoch under way (from 1), steps done in
+        # it and in all, training seconds, and whether done; the epoch's training pairs (None
+        # until screened) and their (previous, reference, target) triples.
+        self.epoch = 1
         self.epoch_step = 0
         self.step = 0
-        self.pairs: list[list[tuple[int, int]]] | None = None
         self.elapsed = 0.0
         self.finished = False
+        self.pairs: list[list[tuple[int, int]]] | None = None
+        self._triples: list[list[tuple[int, int, int]]] = []
         self._parallel: nn.Module | None = None
 
     # ------------------------------------------------------------------ training
@@ -330,6 +351,35 @@ class OneSegTrainer(ResumableTrainer):
             return self._parallel(prev, ref, tgt, **kwargs)
         return reconstruction_loss(self.net, prev, ref, tgt, **kwargs)
 
+    # ------------------------------------------------------------------ the loop's hooks
+    def begin_epoch(self) -> None:
+        """Screen the epoch's training pairs (unless a resumed run has them already)."""
+        if self.pairs is None:
+            self.pairs = self.screen()
+        # Both directions of every chain: propagation runs both ways at test time.
+        self._triples = [_triples(p) + _triples([(b, a) for a, b in reversed(p)])
+                         for p in self.pairs]
+        self.net.train()
+
+    def fit_step(self, position: Position) -> dict[str, float]:
+        """One optimisation step on a batch of the epoch's pairs."""
+        cfg = self.config
+        w = scheduled_weight(position.progress(position.steps_fraction), cfg.ss_start,
+                             cfg.ss_end)
+        prev, ref, tgt = self._sample_batch(self._triples)
+        loss = self._loss(prev, ref, tgt, w)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        distributed.sync_buffers(self.net)
+        return {"loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"], "ss_weight": w}
+
+    def end_epoch(self, *, stopped: bool, clock: RunClock) -> None:
+        """Halve the learning rate (not when the time limit ended the run); re-screen next."""
+        if not stopped:
+            self.scheduler.step()
+        self.pairs = None
+
     def fit(self, callback: Callable[[TrainState], None] | None = None, *,
             checkpoint: RunCheckpoint | None = None) -> OneSegNet:
         """Run (or continue, after :meth:`restore`) training; returns the trained network.
@@ -339,65 +389,10 @@ class OneSegTrainer(ResumableTrainer):
             checkpoint: Where and how often to save a resumable checkpoint (also saved at
                 the end); ``None``: never.
         """
-        cfg = self.config
-        clock = RunClock(self.elapsed)
-        total = cfg.epochs * self.steps_per_epoch
-        limit = None if cfg.max_time is None else 60.0 * cfg.max_time
-        if checkpoint is not None:
-            checkpoint.start(self.elapsed)
-        while self.epoch < cfg.epochs and not self.finished:
-            if self.pairs is None:
-                self.pairs = self.screen()
-                self.epoch_step = 0
-            # Both directions of every chain: propagation runs both ways at test time.
-            triples = [_triples(p) + _triples([(b, a) for a, b in reversed(p)])
-                       for p in self.pairs]
-            self.net.train()
-            while self.epoch_step < self.steps_per_epoch:
-                elapsed = clock.agreed() if limit is not None else clock.local()
-                progress = self.step / max(1, total)
-                if cfg.max_time:
-                    progress = max(progress, elapsed / limit)
-                w = scheduled_weight(progress, cfg.ss_start, cfg.ss_end)
-                prev, ref, tgt = self._sample_batch(triples)
-                loss = self._loss(prev, ref, tgt, w)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                distributed.sync_buffers(self.net)
-                self.step += 1
-                self.epoch_step += 1
-                if callback is not None:
-                    callback(
-                        TrainState(
-                            epoch=self.epoch + 1,
-                            step=self.step,
-                            total_steps=total,
-                            loss=loss.item(),
-                            lr=self.optimizer.param_groups[0]["lr"],
-                            ss_weight=w,
-                            elapsed=clock.local(),
-                        )
-                    )
-                if limit is None and checkpoint is None:
-                    continue
-                now = clock.agreed()
-                if limit is not None and now >= limit:
-                    log.info("max time reached after %d steps (epoch %d)", self.step,
-                             self.epoch + 1)
-                    self.finished = True
-                    break
-                if checkpoint is not None and checkpoint.due(now):
-                    self._save(checkpoint, now)
-            if self.finished:
-                break
-            self.scheduler.step()
-            self.epoch += 1
-            self.pairs = None
-            self.epoch_step = 0
-        self.finished = True
-        if checkpoint is not None:
-            self._save(checkpoint, clock.agreed())
+        report = None if callback is None else (
+            lambda r: callback(TrainState.from_report(r)))
+        self.run_epochs(epochs=self.config.epochs, max_time=self.config.max_time,
+                        callback=report, checkpoint=checkpoint)
         self.net.eval()
         return self.net
 
@@ -422,6 +417,12 @@ class OneSegTrainer(ResumableTrainer):
 
     def _run_tensors(self) -> dict[str, torch.Tensor]:
         return prefixed("net", self.net.state_dict())
+
+    def upgrade_meta(self, meta: dict[str, Any], version: int) -> dict[str, Any]:
+        """Format 1 counted the epochs done (from 0) where format 2 counts from 1."""
+        if version == 1:
+            meta["epoch"] = int(meta["epoch"]) + 1
+        return meta
 
     def _restore_run(self, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
         self.net.load_state_dict(unprefixed("net", tensors), strict=True)

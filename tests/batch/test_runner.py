@@ -1,38 +1,31 @@
-"""The batch runner: split, skip, per-case locks, failures collected, output errors fatal."""
+"""The batch runner: write, skip, wait for locks, collect failures, stop on output errors."""
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from sparseseg import batch
 from sparseseg.batch import (
     BatchError,
     BatchReport,
     CaseLock,
-    match_case_files,
     output_path,
+    prepare_output,
     run_batch,
-    split_parts,
-    validate_parts,
 )
-from sparseseg.errors import InputError, SparsesegError
+from sparseseg.batch import lock as lock_module
+from sparseseg.errors import InputError
 from sparseseg.io import Case, atomic_path
 
-
-def _cases(names: list[str], root: Path | None = None) -> list[Case]:
-    root = root or Path("/nonexistent")
-    return [Case(n, root / f"{n}_0000.nii.gz") for n in names]
+MakeCases = Callable[..., list[Case]]
+FakeLock = Callable[..., Path]
 
 
 def _text_save(result: str, target: Path) -> None:
@@ -46,62 +39,10 @@ def _leftovers(folder: Path) -> list[str]:
                   if p.name.startswith(".") or p.name.endswith(".lock"))
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-# --- splitting -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("n_cases", [0, 1, 5, 12])
-@pytest.mark.parametrize("num_parts", [1, 2, 3, 7])
-def test_every_case_in_exactly_one_part(n_cases: int, num_parts: int) -> None:
-    names = [f"c{i:02d}" for i in range(n_cases)]
-    shuffled = _cases(names[::-1][1::2] + names[::-1][0::2])  # input order must not matter
-    parts = [[c.name for c in split_parts(shuffled, num_parts, i)] for i in range(num_parts)]
-    assert sorted(n for p in parts for n in p) == names
-    assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    # nnU-Net's convention: sorted case names, every num_parts-th from part_id on.
-    assert parts == [names[i::num_parts] for i in range(num_parts)]
-
-
-@pytest.mark.parametrize(("num_parts", "part_id", "message"), [
-    (2, 2, "0..1"), (2, -1, "0..1"), (0, 0, "at least 1"), (1, 1, "0..0"),
-])
-def test_invalid_split_is_refused(num_parts: int, part_id: int, message: str) -> None:
-    with pytest.raises(SparsesegError, match=message) as info:
-        validate_parts(num_parts, part_id)
-    assert "\n" not in str(info.value)
-
-
-# --- matching files to cases -----------------------------------------------------------------
-
-
-def test_annotations_match_cases_by_name(tmp_path: Path) -> None:
-    for name in ("la_x.nii.gz", "case_0001.nii.gz", "other_0000.nrrd", "dup.nii.gz",
-                 "dup.mha", "stray.nii.gz", ".la_x.tmp-1234abcd.nii.gz", "notes.txt"):
-        (tmp_path / name).write_bytes(b"")
-    matches, unmatched = match_case_files(
-        ["la_x", "case_0001", "other", "dup", "missing"], tmp_path)
-    assert matches["la_x"] == [tmp_path / "la_x.nii.gz"]
-    # A case whose own name ends in _NNNN is matched by its full name, not truncated.
-    assert matches["case_0001"] == [tmp_path / "case_0001.nii.gz"]
-    assert matches["other"] == [tmp_path / "other_0000.nrrd"]
-    assert len(matches["dup"]) == 2
-    assert matches["missing"] == []
-    assert unmatched == [tmp_path / "stray.nii.gz"]
-    with pytest.raises(InputError, match="no such folder"):
-        match_case_files(["a"], tmp_path / "none")
-    with pytest.raises(InputError, match="is a file"):
-        match_case_files(["a"], tmp_path / "la_x.nii.gz")
-
-
 # --- running ---------------------------------------------------------------------------------
 
 
-def test_run_writes_skips_and_recomputes(tmp_path: Path) -> None:
+def test_run_writes_skips_and_recomputes(tmp_path: Path, make_cases: MakeCases) -> None:
     calls: list[str] = []
 
     def work(case: Case) -> str:
@@ -109,7 +50,7 @@ def test_run_writes_skips_and_recomputes(tmp_path: Path) -> None:
         return f"result {case.name}"
 
     out = tmp_path / "out"
-    report = run_batch(_cases(["b", "a", "c"]), output=out, work=work, save=_text_save)
+    report = run_batch(make_cases(["b", "a", "c"]), output=out, work=work, save=_text_save)
     assert report.done == ["a", "b", "c"] and report.ok and report.total == 3
     assert report.outputs == {n: out / f"{n}.nii.gz" for n in "abc"}
     assert (out / "b.nii.gz").read_text() == "result b"
@@ -117,17 +58,18 @@ def test_run_writes_skips_and_recomputes(tmp_path: Path) -> None:
 
     (out / "b.nii.gz").unlink()
     calls.clear()
-    report = run_batch(_cases(["a", "b", "c"]), output=out, work=work, save=_text_save,
+    report = run_batch(make_cases(["a", "b", "c"]), output=out, work=work, save=_text_save,
                        skip_existing=True)
     assert calls == ["b"] and report.done == ["b"] and report.skipped == ["a", "c"]
     assert report.summary() == "1 done, 2 skipped (already written), 0 failed"
 
     calls.clear()
-    run_batch(_cases(["a", "b", "c"]), output=out, work=work, save=_text_save)
+    run_batch(make_cases(["a", "b", "c"]), output=out, work=work, save=_text_save)
     assert calls == ["a", "b", "c"]  # without skip_existing every case is recomputed
 
 
-def test_a_failing_case_is_reported_and_the_others_done(tmp_path: Path, caplog) -> None:
+def test_a_failing_case_is_reported_and_the_others_done(tmp_path: Path, make_cases: MakeCases,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     def work(case: Case) -> str:
         if case.name == "b":
             raise InputError("is truncated or corrupt (CRC check failed)\nsecond line",
@@ -137,7 +79,7 @@ def test_a_failing_case_is_reported_and_the_others_done(tmp_path: Path, caplog) 
         return case.name
 
     with caplog.at_level(logging.INFO, logger="sparseseg.batch"):
-        report = run_batch(_cases(list("abcde")), output=tmp_path, work=work, save=_text_save)
+        report = run_batch(make_cases(list("abcde")), output=tmp_path, work=work, save=_text_save)
     assert report.done == ["a", "c", "e"] and set(report.failed) == {"b", "d"}
     assert report.failed["b"].startswith("/nonexistent/b_0000.nii.gz: is truncated")
     assert report.failed["d"] == "/nonexistent/d_0000.nii.gz: RuntimeError: unexpected problem"
@@ -151,7 +93,8 @@ def test_a_failing_case_is_reported_and_the_others_done(tmp_path: Path, caplog) 
     assert message.startswith("2 of 5 cases failed (b, d)") and "\n" not in message
 
 
-def test_disk_full_stops_the_run_and_keeps_earlier_outputs(tmp_path: Path) -> None:
+def test_disk_full_stops_the_run_and_keeps_earlier_outputs(tmp_path: Path,
+                                                           make_cases: MakeCases) -> None:
     def save(result: str, target: Path) -> None:
         with atomic_path(target) as tmp:
             tmp.write_text("partial")
@@ -160,32 +103,33 @@ def test_disk_full_stops_the_run_and_keeps_earlier_outputs(tmp_path: Path) -> No
             tmp.write_text(result)
 
     with pytest.raises(InputError, match="No space left on device") as info:
-        run_batch(_cases(list("abcd")), output=tmp_path, work=lambda c: c.name, save=save)
+        run_batch(make_cases(list("abcd")), output=tmp_path, work=lambda c: c.name, save=save)
     assert str(info.value).startswith(str(tmp_path / "c.nii.gz"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii.gz"]
     assert (tmp_path / "a.nii.gz").read_text() == "a"
 
 
-def test_unwritable_output_folder_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+def test_unwritable_output_folder_is_one_clear_error(tmp_path: Path, make_cases: MakeCases,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    run_batch(_cases(["a"]), output=out, work=lambda c: c.name, save=_text_save)
+    run_batch(make_cases(["a"]), output=out, work=lambda c: c.name, save=_text_save)
     if os.geteuid() == 0:  # root ignores permissions: simulate what a read-only folder does
         def refuse(path: Path) -> int:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
-        monkeypatch.setattr(batch, "_open_exclusive", refuse)
+        monkeypatch.setattr(lock_module, "_open_exclusive", refuse)
     else:
         out.chmod(0o555)
     try:
         with pytest.raises(InputError, match=r"cannot write in the output folder \(Permission"):
-            run_batch(_cases(["a", "b"]), output=out, work=lambda c: c.name, save=_text_save)
+            run_batch(make_cases(["a", "b"]), output=out, work=lambda c: c.name, save=_text_save)
     finally:
         out.chmod(0o755)
     assert (out / "a.nii.gz").read_text() == "a" and not (out / "b.nii.gz").exists()
     assert _leftovers(out) == []
 
 
-def test_output_that_is_an_input_is_refused(tmp_path: Path) -> None:
+def test_output_that_is_an_input_is_refused(tmp_path: Path, make_cases: MakeCases) -> None:
     image = tmp_path / "a.nii.gz"
     image.write_bytes(b"image")
     with pytest.raises(InputError, match="would overwrite an input"):
@@ -193,90 +137,60 @@ def test_output_that_is_an_input_is_refused(tmp_path: Path) -> None:
     assert image.read_bytes() == b"image"
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="not a folder"):
-        run_batch(_cases(["a"]), output=tmp_path / "file", work=str, save=_text_save)
+        run_batch(make_cases(["a"]), output=tmp_path / "file", work=str, save=_text_save)
 
 
-def test_orphan_temp_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+def test_prepare_output_creates_the_folder(tmp_path: Path) -> None:
+    nested = tmp_path / "a" / "b"
+    assert prepare_output(nested) == nested and nested.is_dir()
+    assert prepare_output(str(nested)) == nested  # existing: fine
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        prepare_output(tmp_path / "file")
+    with pytest.raises(InputError, match="cannot create the output folder"):
+        prepare_output(tmp_path / "file" / "below")
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+def test_report_summary_and_error_message() -> None:
+    report = BatchReport(total=9, done=["a"], skipped=["b", "c"], elsewhere=["d"],
+                         failed={"e": "/x/e.nii.gz: is corrupt"})
+    assert not report.ok and BatchReport().ok
+    assert report.summary() == ("1 done, 2 skipped (already written), 1 done by other workers, "
+                                "1 failed")
+    assert str(BatchError(report)) == ("1 of 9 cases failed (e: /x/e.nii.gz: is corrupt); "
+                                       "the others are written")
+    many = BatchReport(total=7, failed={n: "bad" for n in "gfedcba"})
+    assert str(BatchError(many)).startswith("7 of 7 cases failed (a, b, c, d, e ...)")
+    assert BatchError(many).report is many
+
+
+def test_orphan_temp_files_of_a_killed_writer_are_removed(tmp_path: Path,
+                                                          make_cases: MakeCases) -> None:
     target = output_path(tmp_path, "a")
     with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
         name = tmp.name  # the writer's real temporary name
         raise KeyboardInterrupt
     (tmp_path / name).write_text("half written")
     (tmp_path / ".b.tmp-12345678.nii.gz").write_text("another case's")
-    run_batch(_cases(["a"]), output=tmp_path, work=lambda c: "a", save=_text_save)
+    run_batch(make_cases(["a"]), output=tmp_path, work=lambda c: "a", save=_text_save)
     assert _leftovers(tmp_path) == [".b.tmp-12345678.nii.gz"]
 
 
-# --- locks -----------------------------------------------------------------------------------
+# --- locks during a run ----------------------------------------------------------------------
 
 
-def _fake_lock(target: Path, *, pid: int, host: str | None = None, age: float = 0.0) -> Path:
-    lock = target.with_name(target.name + ".lock")
-    lock.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
-                                "token": "t", "started": 0}))
-    if age:
-        past = time.time() - age
-        os.utime(lock, (past, past))
-    return lock
-
-
-def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
-    target = tmp_path / "a.nii.gz"
-    first, second = CaseLock(target), CaseLock(target)
-    assert first.acquire() and first.held
-    record = json.loads(first.path.read_text())
-    assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
-    assert not second.acquire()  # held by a live worker (here: this process)
-    first.release()
-    assert not first.path.exists()
-    assert second.acquire()
-    second.release()
-
-
-@pytest.mark.parametrize(("owner", "stale"), [
-    ("dead pid on this host", True),
-    ("own pid, not held", True),
-    ("live pid, other host", False),
-    ("live pid, other host, not refreshed", True),
-    ("live pid on this host, not refreshed", True),
-    ("garbled, fresh", False),
-    ("garbled, old", True),
-])
-def test_stale_locks_are_taken_over(tmp_path: Path, owner: str, stale: bool) -> None:
-    target = tmp_path / "a.nii.gz"
-    age = 120.0 if "not refreshed" in owner or "old" in owner else 0.0
-    if owner.startswith("dead"):
-        lock = _fake_lock(target, pid=_dead_pid())
-    elif owner.startswith("own"):
-        lock = _fake_lock(target, pid=os.getpid())
-    elif "other host" in owner:
-        lock = _fake_lock(target, pid=os.getppid(), host="elsewhere.invalid", age=age)
-    elif "live pid on this host" in owner:
-        lock = _fake_lock(target, pid=os.getppid(), age=age)
-    else:
-        lock = target.with_name(target.name + ".lock")
-        lock.write_text("")
-        if age:
-            os.utime(lock, (time.time() - age,) * 2)
-    claim = CaseLock(target, stale_after=60)
-    assert claim.acquire() is stale
-    if stale:
-        assert json.loads(lock.read_text())["token"] == claim.token
-        claim.release()
-        assert sorted(p.name for p in tmp_path.iterdir()) == []
-    else:
-        assert lock.exists()
-
-
-def test_continue_clears_the_stale_lock_of_a_written_case(tmp_path: Path) -> None:
+def test_continue_clears_the_stale_lock_of_a_written_case(
+    tmp_path: Path, make_cases: MakeCases, fake_lock: FakeLock, dead_pid: int
+) -> None:
     # A worker killed after renaming its output into place but before unlocking.
     (tmp_path / "a.nii.gz").write_text("result a")
-    _fake_lock(tmp_path / "a.nii.gz", pid=_dead_pid())
+    fake_lock(tmp_path / "a.nii.gz", pid=dead_pid)
     # A live worker that has just written its output and not yet unlocked.
     (tmp_path / "b.nii.gz").write_text("result b")
     live = CaseLock(tmp_path / "b.nii.gz")
     assert live.acquire()
-    report = run_batch(_cases(["a", "b"]), output=tmp_path, work=lambda c: "new",
+    report = run_batch(make_cases(["a", "b"]), output=tmp_path, work=lambda c: "new",
                        save=_text_save, skip_existing=True)
     assert report.skipped == ["a", "b"] and report.done == []
     assert (tmp_path / "a.nii.gz").read_text() == "result a"
@@ -285,7 +199,7 @@ def test_continue_clears_the_stale_lock_of_a_written_case(tmp_path: Path) -> Non
     assert _leftovers(tmp_path) == []
 
 
-def test_heartbeat_keeps_a_long_case_locked(tmp_path: Path) -> None:
+def test_heartbeat_keeps_a_long_case_locked(tmp_path: Path, make_cases: MakeCases) -> None:
     ages: list[float] = []
 
     def slow(case: Case) -> str:
@@ -295,11 +209,11 @@ def test_heartbeat_keeps_a_long_case_locked(tmp_path: Path) -> None:
         assert not CaseLock(tmp_path / "a.nii.gz", stale_after=0.3).acquire()
         return "a"
 
-    run_batch(_cases(["a"]), output=tmp_path, work=slow, save=_text_save, stale_after=0.3)
+    run_batch(make_cases(["a"]), output=tmp_path, work=slow, save=_text_save, stale_after=0.3)
     assert ages and ages[0] < 0.3
 
 
-def test_a_case_locked_elsewhere_is_waited_for(tmp_path: Path) -> None:
+def test_a_case_locked_elsewhere_is_waited_for(tmp_path: Path, make_cases: MakeCases) -> None:
     target = output_path(tmp_path, "b")
     other = CaseLock(target)
     assert other.acquire()
@@ -307,7 +221,7 @@ def test_a_case_locked_elsewhere_is_waited_for(tmp_path: Path) -> None:
     report: dict[str, BatchReport] = {}
 
     def run() -> None:
-        report["r"] = run_batch(_cases(list("abc")), output=tmp_path, save=_text_save,
+        report["r"] = run_batch(make_cases(list("abc")), output=tmp_path, save=_text_save,
                                 work=lambda c: calls.append(c.name) or c.name,
                                 skip_existing=True, poll=0.05)
 
@@ -321,12 +235,13 @@ def test_a_case_locked_elsewhere_is_waited_for(tmp_path: Path) -> None:
     _text_save("written by the other worker", target)
     other.release()
     thread.join(10)
+    assert not thread.is_alive()
     assert calls == ["a", "c"]
     assert report["r"].elsewhere == ["b"] and report["r"].done == ["a", "c"]
     assert target.read_text() == "written by the other worker"
 
 
-def test_concurrent_workers_split_the_cases(tmp_path: Path) -> None:
+def test_concurrent_workers_split_the_cases(tmp_path: Path, make_cases: MakeCases) -> None:
     names = [f"c{i}" for i in range(8)]
     calls: list[tuple[str, str]] = []
     both_started = threading.Barrier(2, timeout=10)
@@ -343,7 +258,7 @@ def test_concurrent_workers_split_the_cases(tmp_path: Path) -> None:
             time.sleep(0.02)
             return case.name
 
-        reports[tag] = run_batch(_cases(names), output=tmp_path, work=work, save=_text_save,
+        reports[tag] = run_batch(make_cases(names), output=tmp_path, work=work, save=_text_save,
                                  skip_existing=True, poll=0.02)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in "AB"]
@@ -356,3 +271,6 @@ def test_concurrent_workers_split_the_cases(tmp_path: Path) -> None:
     assert {tag for tag, _ in calls} == {"A", "B"}
     assert len(reports["A"].done) + len(reports["B"].done) == len(names)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{n}.nii.gz" for n in names]
+    assert all((tmp_path / f"{n}.nii.gz").read_text() == n for n in names)
+    outputs = {**reports["A"].outputs, **reports["B"].outputs}
+    assert outputs == {n: tmp_path / f"{n}.nii.gz" for n in names}

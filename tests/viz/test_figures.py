@@ -1,15 +1,13 @@
-"""Pictures of label volumes: colours, planes, slice choice, figures and PNG writing."""
+"""Figures: slice choice, comparison, side-by-side and preview figures, the slice Dice."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from sparseseg import viz
-from sparseseg.errors import InputError
+from sparseseg.metrics import dice
+from sparseseg.viz.figures import _slice_dice
 
 
 def assert_label_colour(drawn: np.ndarray, under: np.ndarray, value: int) -> None:
@@ -34,74 +32,6 @@ def box_volume() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, truth, pred
 
 
-def test_label_colours_are_fixed_and_cycle() -> None:
-    assert viz.label_colour(1) == tuple(int(c) for c in viz.PALETTE[0])
-    assert viz.label_colour(2) != viz.label_colour(1)
-    assert viz.label_colour(1 + len(viz.PALETTE)) == viz.label_colour(1)
-    with pytest.raises(ValueError):
-        viz.label_colour(0)
-
-
-def test_fill_colours_labels_and_keeps_background() -> None:
-    base = np.full((12, 12, 3), 100.0)
-    label = np.zeros((12, 12), np.uint8)
-    label[2:8, 2:8] = 1
-    label[9:11, 9:11] = 3
-    out = viz.fill(base, label, alpha=0.5)
-    assert out.dtype == np.uint8
-    assert (out[label == 0] == 100).all()
-    inner = np.zeros_like(label, bool)
-    inner[3:7, 3:7] = True
-    want = np.rint(0.5 * 100 + 0.5 * np.array(viz.label_colour(1))).astype(np.uint8)
-    assert (out[inner] == want).all()
-    edge = viz.contour(label == 1)
-    assert edge.sum() == 20  # the 6 x 6 square's border
-    assert (out[edge] == viz.label_colour(1)).all()
-    assert (out[viz.contour(label == 3)] == viz.label_colour(3)).all()
-
-
-def test_error_map_colours() -> None:
-    truth = np.array([[1, 1, 0, 2]])
-    pred = np.array([[1, 0, 1, 1]])
-    cats = viz.error_categories(pred, truth)
-    assert cats["agree"].tolist() == [[True, False, False, False]]
-    assert cats["missed"].tolist() == [[False, True, False, False]]
-    assert cats["extra"].tolist() == [[False, False, True, False]]
-    assert cats["wrong"].tolist() == [[False, False, False, True]]
-    out = viz.errors(np.zeros((1, 4, 3)), pred, truth, alpha=1.0)
-    assert [tuple(p) for p in out[0]] == [viz.AGREE_COLOUR, viz.MISSED_COLOUR,
-                                          viz.EXTRA_COLOUR, viz.WRONG_COLOUR]
-
-
-def test_planes_are_oriented_and_spaced() -> None:
-    vol = np.arange(2 * 3 * 4).reshape(2, 3, 4)
-    assert viz.plane(vol, "axial", 1).tolist() == vol[:, :, 1].T.tolist()
-    coronal = viz.plane(vol, "coronal", 2)
-    assert coronal.shape == (4, 2) and coronal[0, 0] == vol[0, 2, 3]  # top row = last k
-    sagittal = viz.plane(vol, "sagittal", 1)
-    assert sagittal.shape == (4, 3) and sagittal[-1, 2] == vol[1, 2, 0]
-    assert viz.plane_spacing((1.0, 2.0, 3.0), "axial") == (2.0, 1.0)
-    assert viz.plane_spacing((1.0, 2.0, 3.0), "coronal") == (3.0, 1.0)
-    assert viz.plane_spacing((1.0, 2.0, 3.0), "sagittal") == (3.0, 2.0)
-    with pytest.raises(ValueError):
-        viz.plane(vol, "oblique", 0)
-
-
-def test_display_flips_follow_the_direction_matrix() -> None:
-    assert viz.display_flips(None) == (False, False, False)
-    assert viz.display_flips(np.eye(3)) == (False, False, False)
-    assert viz.display_flips(np.diag([-1.0, -1.0, 1.0])) == (True, True, False)
-    assert viz.display_flips(np.diag([1.0, 1.0, -1.0])) == (False, False, True)
-    permuted = np.array([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-    assert viz.display_flips(permuted) == (False, False, False)  # shown in voxel axes
-    vol = np.arange(2 * 3 * 4).reshape(2, 3, 4)
-    flipped = viz.plane(vol, "axial", 1, (True, True, False))
-    assert flipped.tolist() == vol[::-1, ::-1, 1].T.tolist()
-    coronal = viz.plane(vol, "coronal", 0, (False, False, True))
-    assert coronal[0, 0] == vol[0, 0, 0]  # k reversed: slice 0 on top
-    assert viz.slice_row(4, 0) == 3 and viz.slice_row(4, 0, (False, False, True)) == 0
-
-
 def test_figures_use_the_radiological_orientation() -> None:
     image, truth, pred = box_volume()
     flip = np.diag([-1.0, -1.0, 1.0])
@@ -116,22 +46,6 @@ def test_figures_use_the_radiological_orientation() -> None:
             mirrored = p.source(viz.plane(truth, "axial", p.index))
             assert (crop[shown == 0] == fig.find("image", p.row).crop(fig.rgb)[shown == 0]).all()
             assert (shown != mirrored).any()
-
-
-def test_panels_keep_the_physical_aspect() -> None:
-    assert viz.display_size((10, 20), (3.0, 1.0), 256) == (256, 171)
-    assert viz.display_size((20, 117), (3.0, 3.0), 256) == (64, 256)  # stretched to 1/4
-    assert viz.display_size((20, 117), (3.0, 3.0), 256, min_ratio=0.0) == (44, 256)
-    small = np.zeros((10, 20, 3), np.uint8)
-    small[4, 7] = 255
-    panel = viz.make_panel(small, view="coronal", index=0, column="x", spacing=(3.0, 1.0),
-                           panel_px=256)
-    assert (panel.height, panel.width) == (256, 171)
-    assert panel.rows.min() == 0 and panel.rows.max() == 9
-    assert panel.cols.min() == 0 and panel.cols.max() == 19
-    lit = panel.rgb[..., 0] == 255
-    assert (lit == panel.source(small[..., 0] == 255)).all()
-    assert lit.sum() == (panel.rows == 4).sum() * (panel.cols == 7).sum()
 
 
 def test_representative_slices() -> None:
@@ -174,6 +88,17 @@ def test_comparison_figure_panels_show_the_labels() -> None:
     coronal = [p for p in fig.panels if p.view == "coronal"]
     assert len(coronal) == 4
     assert 4 in {p.index for p in fig.panels if p.view == "axial"}
+    # The annotated slice is marked by white ticks at both sides of every coronal panel.
+    mark = np.nonzero(coronal[0].rows == viz.slice_row(truth.shape[2], 4))[0]
+    assert len(mark) > 0
+    for p in coronal:
+        white = (p.crop(fig.rgb) == viz.MARK_COLOUR).all(-1)
+        assert white[mark][:, :4].all() and white[mark][:, -4:].all()
+        assert not white[mark][:, p.width // 2].any()
+    # The legend under the grid holds a swatch of each label and error colour.
+    under = fig.rgb[max(p.top + p.height for p in fig.panels):]
+    for colour in (viz.label_colour(1), viz.label_colour(2), *(c for c, _ in viz.ERROR_LEGEND)):
+        assert (under == colour).all(-1).sum() >= 100, colour
     for row in rows:
         ref = fig.find("reference", row)
         if ref.view != "axial":
@@ -208,8 +133,50 @@ def test_comparison_figure_without_image_and_label_subset() -> None:
             crop = p.crop(fig.rgb)
             assert (crop[shown == 1] == 0).all()  # label 1 left out: black background
             assert (crop[shown == 0] == 0).all()
-    with pytest.raises(ValueError):
+    # Only label 2's colour is in the legend.
+    under = fig.rgb[max(p.top + p.height for p in fig.panels):]
+    assert (under == viz.label_colour(2)).all(-1).sum() >= 100
+    assert not (under == viz.label_colour(1)).all(-1).any()
+    with pytest.raises(ValueError, match="differ in shape"):
         viz.comparison_figure(pred[:-1], truth)
+    with pytest.raises(ValueError, match="3D"):
+        viz.comparison_figure(pred[..., 0], truth[..., 0])
+
+
+def test_slice_dice_is_the_metrics_dice_over_all_labels() -> None:
+    truth = np.array([[1, 1, 0, 2, 2, 0]])
+    same = truth.copy()
+    assert _slice_dice(same, truth) == 1.0
+    # One label: exactly sparseseg.metrics.dice.
+    a, b = np.array([[1, 1, 1, 0]]), np.array([[0, 1, 1, 1]])
+    assert _slice_dice(a, b) == dice(a > 0, b > 0) == pytest.approx(2 / 3)
+    # Voxels labelled in both but with different labels are no overlap.
+    swapped = np.array([[2, 2, 0, 1, 1, 0]])
+    assert _slice_dice(swapped, truth) == 0.0
+    half = np.array([[1, 1, 0, 1, 1, 0]])
+    assert _slice_dice(half, truth) == pytest.approx(2 * 2 / 8)
+    # Edge cases: both empty is a perfect score (as before metrics.dice was used); one empty 0.
+    empty = np.zeros_like(truth)
+    assert _slice_dice(empty, empty) == 1.0
+    assert _slice_dice(empty, truth) == 0.0 and _slice_dice(truth, empty) == 0.0
+
+
+def test_comparison_caption_reports_the_slice_dice() -> None:
+    _, truth, pred = box_volume()
+    kwargs = {"n_slices": 1, "orthogonal": False, "panel_px": 64}
+    fig = viz.comparison_figure(pred, truth, **kwargs)
+    (k,) = {p.index for p in fig.panels}
+    ps, ts = viz.plane(pred, "axial", k), viz.plane(truth, "axial", k)
+    want = 2 * ((ps == ts) & (ts > 0)).sum() / ((ps > 0).sum() + (ts > 0).sum())
+    assert _slice_dice(ps, ts) == pytest.approx(want) and 0 < want < 1
+    # Giving the overlapping voxels the wrong label changes the caption's Dice (its pixels).
+    worse = pred.copy()
+    worse[..., k] = np.where(worse[..., k] == 1, 2, worse[..., k])
+    other = viz.comparison_figure(worse, truth, **kwargs)
+    assert {p.index for p in other.panels} == {k}
+    caption_rows = slice(0, fig.panels[0].top - 16)
+    assert (other.rgb[caption_rows] != fig.rgb[caption_rows]).any()
+    assert (viz.comparison_figure(pred, truth, **kwargs).rgb == fig.rgb).all()  # deterministic
 
 
 def test_side_by_side_outlines_the_reference() -> None:
@@ -220,8 +187,36 @@ def test_side_by_side_outlines_the_reference() -> None:
     copy = fig.find("copy")
     edge = copy.source(viz.contour(viz.plane(truth, "axial", 5) > 0))
     assert (copy.crop(fig.rgb)[edge] == viz.MARK_COLOUR).all()
-    with pytest.raises(ValueError):
+    # The reference itself is not outlined in white, only drawn in its label colours.
+    own = fig.find("truth")
+    assert not (own.crop(fig.rgb)[own.source(viz.contour(viz.plane(truth, "axial", 5) > 0))]
+                == viz.MARK_COLOUR).all(-1).any()
+    # The legend has the outline's white swatch.
+    under = fig.rgb[copy.top + copy.height :]
+    assert (under == viz.MARK_COLOUR).all(-1).sum() >= 100
+    with pytest.raises(ValueError, match="reference 'other'"):
         viz.side_by_side({"truth": truth}, slices=[1], reference="other")
+    with pytest.raises(ValueError, match="at least one"):
+        viz.side_by_side({}, slices=[1])
+
+
+def test_side_by_side_rows_and_coronal_plane() -> None:
+    _, truth, pred = box_volume()
+    fig = viz.side_by_side({"a": truth, "b": pred}, slices=[3, 6], orthogonal=True,
+                           captions={6: "six"}, panel_px=60)
+    assert [(p.row, p.view, p.index) for p in fig.panels if p.column == "a"] == [
+        (0, "axial", 3), (1, "axial", 6), (2, "coronal", viz.centre_index(truth > 0, 1))]
+    for p in fig.panels:
+        shown = p.source(viz.plane(truth if p.column == "a" else pred, p.view, p.index))
+        crop = p.crop(fig.rgb)
+        for value in (1, 2):
+            if (shown == value).any():  # black background: fill or outline of the label
+                drawn = crop[shown == value].astype(int)
+                colour = np.array(viz.label_colour(value))
+                ok = (drawn == colour).all(-1) | (np.abs(drawn - np.rint(0.45 * colour)) <= 1
+                                                  ).all(-1)
+                assert ok.all()
+        assert (crop[shown == 0] == 0).all()
 
 
 def test_preview_includes_the_annotated_slice_and_planes() -> None:
@@ -256,33 +251,11 @@ def test_preview_includes_the_annotated_slice_and_planes() -> None:
     assert set(changed.tolist()) <= set(rows.tolist())
 
 
-def test_write_png_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, truth, pred = box_volume()
-    fig = viz.comparison_figure(pred, truth, panel_px=64)
-    out = viz.write_png(tmp_path / "fig.png", fig)
-    with Image.open(out) as img:
-        assert img.size == (fig.rgb.shape[1], fig.rgb.shape[0])
-        assert (np.asarray(img.convert("RGB")) == fig.rgb).all()
-    before = out.read_bytes()
-
-    def broken_save(self, fp, *args, **kwargs) -> None:
-        Path(fp).write_bytes(b"half")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(InputError, match="cannot write"):
-        viz.write_png(out, np.zeros((4, 4, 3), np.uint8))
-    assert out.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
-
-
-@pytest.mark.parametrize(
-    ("name", "problem"),
-    [("fig.jpg", "must be a .png"), ("missing/fig.png", "does not exist"), ("adir.png", "folder")],
-)
-def test_bad_png_paths(tmp_path: Path, name: str, problem: str) -> None:
-    (tmp_path / "adir.png").mkdir()
-    with pytest.raises(InputError, match=problem):
-        viz.write_png(tmp_path / name, np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(ValueError):
-        viz.write_png(tmp_path / "ok.png", np.zeros((4, 4), np.uint8))
+def test_preview_slices_of_thin_or_empty_labels() -> None:
+    label = np.zeros((4, 4, 20), np.uint8)
+    label[1:3, 1:3, 5:7] = 1
+    assert viz.preview_slices(label, 4) == [5, 6]  # fewer slices than asked: all of them
+    assert viz.preview_slices(label, 4, annotated=15) in ([5, 15], [6, 15])
+    assert viz.preview_slices(np.zeros((4, 4, 9), np.uint8), 2) == [3, 5]
+    assert viz.preview_slices(label, 0, annotated=2) == [2]
+    assert viz.centre_index(label > 0, 2) == 6 and viz.centre_index(label * 0 > 0, 2) == 10
