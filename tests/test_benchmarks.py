@@ -273,3 +273,19 @@ def test_uniform_slices_are_centres_of_equal_parts():
     assert uniform_slices(10, 19, 1) == [15]
     assert uniform_slices(10, 19, 2) == [12, 17]
     assert uniform_slices(0, 2, 5) == [0, 1, 2]  # fewer slices than asked: each once
+
+
+def test_default_model_benchmark(tmp_path):
+    data = needs("LeftAtrium").parent
+    out = run_benchmark("default_model", "--data", str(data), "--limit", "1",
+                        "--parts", "leftatrium,speed", "--repeats", "1", "--threads", "1",
+                        "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "default_model.csv")
+    atrium = [r for r in rows if r["part"] == "leftatrium"]
+    assert [(r["case"], r["variant"]) for r in atrium] == [("la_lh4fvu3t", "default")]
+    assert int(atrium[0]["start"]) == 53  # the atrium's middle slice
+    assert float(atrium[0]["dice"]) > 0.8  # measured 0.859 with the shipped model
+    speed = {r["variant"]: float(r["seconds"]) for r in rows if r["part"] == "speed"}
+    assert set(speed) == {"sparseseg --help", "oneseg propagate"}
+    assert all(s > 0 for s in speed.values())
+    assert "leftatrium" in out and "oneseg propagate" in out
