@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._oneseg_common import one_slice, organ_starts, start_run
+from benchmarks._oneseg_common import one_slice, organ_starts, propagate, start_run
 from benchmarks._tables import write_csv
 from sparseseg import oneseg
 from sparseseg.io import find_cases, read_label, read_volume, write_volume
@@ -64,12 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def propagate_dice(model: object, image, mask: np.ndarray, k: int, *, method: str = "oneseg",
                    ) -> float:
     """Dice of ``mask`` propagated from its slice ``k`` (0 when that slice holds none of it)."""
-    ann = one_slice(mask, k)
-    if not ann.any():
-        return 0.0
-    out = oneseg.propagate(model=model if method == "oneseg" else None, image=image,
-                           annotation=ann, method=method, device="cpu").array
-    return dice(out > 0, mask)
+    result, _ = propagate(model, image, one_slice(mask, k), method)
+    return dice(result > 0, mask)
 
 
 def leftatrium(args: argparse.Namespace, model: OneSegModel) -> list[dict]:

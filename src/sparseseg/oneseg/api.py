@@ -324,19 +324,20 @@ def select(
     net = _as_model(model, device)
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
-    slices = net.slice_tensors(vol.array)
-    features = net.features(slices)
     if annotation is not None:
         ann = _as_annotation(annotation, vol, slice_index)
-        result = _run(model=net, vol=vol, annotation=ann, method="oneseg", verify=False,
-                      keep_largest=True, anchor=True, fusion="union", device=device,
-                      progress=False)
+        with torch.inference_mode():
+            # The propagator's features serve the comparison too: computed once.
+            propagator = OneSegPropagator(net, vol.array)
+            result = propagate_annotation(vol.array, ann, propagator)
         reached = to_slices(result.labels > 0)
         inside = np.flatnonzero(reached.any(axis=(1, 2)))
         if criterion == "middle":
             return int(inside[len(inside) // 2])
-        descriptors = region_descriptors(features.cpu().numpy(), label_box(reached))
+        descriptors = region_descriptors(propagator.feats.cpu().numpy(), label_box(reached))
         return int(inside[most_representative(descriptors[inside])])
+    slices = net.slice_tensors(vol.array)
+    features = net.features(slices)
     pooled = net.pooled(features)
     # Slices with almost no structure (outside the body) may not win.
     spread = slices.flatten(1).std(dim=1).cpu().numpy()
@@ -407,16 +408,15 @@ def _run(
     fusion: str,
     device: str,
     progress: bool | ProgressFunction,
-    adapt: float = 0.0,
+    adapt_seconds: float = 0.0,
 ) -> Propagation:
     """Propagate ``annotation`` through ``vol`` with a slice-by-slice method (OneSeg's model
-    first adapted to the volume for ``adapt`` seconds when that is positive)."""
+    first adapted to the volume, :func:`adapt`, when ``adapt_seconds`` is positive)."""
     net = None
     if method == "oneseg":
         net = _as_model(model, device)
-        if adapt > 0:
-            net = adapt_model(net, net.slice_tensors(vol.array),
-                              config=AdaptConfig(seconds=float(adapt)))
+        if adapt_seconds > 0:
+            net = adapt(model=net, image=vol, seconds=adapt_seconds, device=device)
     with torch.inference_mode():
         if net is not None:
             propagator = OneSegPropagator(net, vol.array, anchor=anchor)
@@ -500,7 +500,7 @@ def propagate(
     else:
         result = _run(model=model, vol=vol, annotation=ann, method=method, verify=verify,
                       keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                      progress=progress, adapt=adapt).labels
+                      progress=progress, adapt_seconds=adapt).labels
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)
@@ -601,7 +601,7 @@ def suggest(
         raise InputError("every slice is annotated: nothing left to suggest", vol.path)
     result = _run(model=model, vol=vol, annotation=ann, method=method, verify=False,
                   keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                  progress=progress, adapt=adapt)
+                  progress=progress, adapt_seconds=adapt)
     found = Suggestion(slice=suggest_slice(result, criterion),
                        scores=slice_scores(result, criterion), confidence=result.confidence,
                        labels=vol.with_array(result.labels), result=result)
