@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path = Path(args.csv) if args.csv else out / "ltuda_cardiac.csv"
     cases = find_cases(args.data, with_labels=True)
     order = patient_order(cases, args.seed)
@@ -104,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--only-folds: not a list of fold numbers: {args.only_folds!r}")
         if not only or not only <= set(range(args.folds)):
             parser.error(f"--only-folds takes folds 0..{args.folds - 1} (0-based)")
+    out.mkdir(parents=True, exist_ok=True)  # only once the options are known to be good
 
     def of(names: list[str]) -> list:
         return [c for c in cases if patient_of(c) in names]

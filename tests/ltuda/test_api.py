@@ -1,13 +1,18 @@
 import csv
 import json
 import logging
+import math
 
 import numpy as np
 import pytest
+import torch
 
+from png_checks import check_png
 from sparseseg.errors import InputError, SparsesegError
 from sparseseg.io import read_label, read_volume, write_volume
 from sparseseg.ltuda import DatasetSpec, predict, train
+from sparseseg.ltuda.curves import _COLOURS as CURVE_COLOURS
+from sparseseg.ltuda.model import CLASSIFIERS, LTUDAModel
 
 
 @pytest.mark.parametrize("method", ["partial", "ltuda"])
@@ -17,11 +22,44 @@ def test_train_then_predict(tmp_path, phantom_sets, method):
              DatasetSpec(other_set, {"spleen": [2], "kidney": [3]})]
     model = train(output=tmp_path / "model", datasets=specs, method=method, epochs=2, size=32,
                   base_channels=8, progress=False, val_fraction=0.34)
+    organs = ["liver", "spleen", "kidney"]
     config = json.loads((model / "config.json").read_text())
-    assert config["kind"] == "ltuda" and config["organs"] == ["liver", "spleen", "kidney"]
-    assert (model / "model.safetensors").exists() and (model / "curves.png").exists()
+    assert config["kind"] == "ltuda" and config["organs"] == organs
+    assert config["method"] == method and config["size"] == 32 and config["base_channels"] == 8
+    assert config["classifier"] in CLASSIFIERS
+    assert config["components"] == dict.fromkeys(organs, 1)
+    assert config["datasets"] == [{"path": str(liver_set), "organs": {"liver": [1]}},
+                                  {"path": str(other_set), "organs": {"spleen": [2],
+                                                                      "kidney": [3]}}]
+    training = config["training"]
+    assert training["epochs"] == 2 and training["val_fraction"] == 0.34
+    assert len(training["val_cases"]) == 2  # one of the 3 cases of each dataset
+
+    # The saved model reloads as the config describes it and scores every class.
+    net = LTUDAModel.load(model)
+    assert net.n_organs == 3 and net.base_channels == 8 and net.config == config
+    with torch.no_grad():
+        scores = net.class_scores(torch.randn(2, 1, 32, 32), config["classifier"])
+    assert scores.shape == (2, 4, 32, 32) and torch.isfinite(scores).all()
+
+    # One log row per epoch with finite, positive losses and a decaying learning rate.
     rows = list(csv.DictReader((model / "log.csv").read_text().splitlines()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and "val_dice_liver" in rows[0]
+    for row in rows:
+        losses = [float(v) for k, v in row.items() if k.startswith("loss_") and v]
+        assert "loss_total" in row and losses, row
+        assert all(math.isfinite(v) and v > 0 for v in losses), row
+        dices = [float(row[f"val_dice_{o}"]) for o in organs]
+        assert all(0.0 <= d <= 1.0 for d in dices), row
+        # The epoch's score is the organs' mean, that of the classifier it chose.
+        assert float(row["val_dice_mean"]) == pytest.approx(np.mean(dices))
+        assert float(row["val_dice_mean"]) == pytest.approx(
+            float(row[f"val_mean_{row['classifier']}"]))
+    assert 0 < float(rows[1]["lr"]) < float(rows[0]["lr"]) <= 1e-3  # poly decay from lr
+    assert 0 < float(rows[0]["elapsed_s"]) <= float(rows[1]["elapsed_s"])
+    # The curves: losses and validation Dice, a line per series (each its own colour).
+    check_png(model / "curves.png", min_size=(400, 300), max_size=(2000, 1500),
+              colours=CURVE_COLOURS[:3])
     # The saved epoch is the first with the best mean validation Dice, with its classifier.
     means = [float(r["val_dice_mean"]) for r in rows]
     best = rows[means.index(max(means))]
