@@ -55,3 +55,19 @@ def test_intensity_is_identity_and_factory() -> None:
     assert make_bottleneck("gabor", scales=2, orientations=3).out_channels == 6
     with pytest.raises(ValueError, match="unknown bottleneck"):
         make_bottleneck("sobel")
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 128, 128), (2, 1, 37, 61)])
+def test_gabor_fft_equals_direct_convolution(shape):
+    torch.manual_seed(0)
+    x = torch.rand(shape)
+    fft, direct = GaborBottleneck(), GaborBottleneck(direct=True)
+    got, want = fft(x), direct(x)
+    assert got.shape == want.shape == (shape[0], 16, *shape[2:])
+    assert torch.allclose(got, want, atol=1e-5 * want.abs().max().item())
+
+
+def test_fft_size_is_five_smooth_and_not_smaller():
+    from sparseseg.oneseg.bottleneck import _fft_size
+
+    assert [_fft_size(n) for n in (148, 149, 150, 151, 7, 1)] == [150, 150, 150, 160, 8, 1]

@@ -16,7 +16,12 @@ from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.baselines import CopyPropagator, HardPropagator
 from sparseseg.oneseg.cleanup import largest_component, verify_slice
 from sparseseg.oneseg.model import OneSegModel
-from sparseseg.oneseg.propagation import FUSIONS, OneSegPropagator, propagate_annotation
+from sparseseg.oneseg.propagation import (
+    FUSIONS,
+    OneSegPropagator,
+    SliceFeatures,
+    propagate_annotation,
+)
 
 
 def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
@@ -255,7 +260,14 @@ def test_anchor_copies_from_the_annotated_slice_when_the_chain_has_lost_the_labe
     feats = torch.nn.functional.normalize(torch.randn(image.shape[2], 16, side, side,
                                                       generator=g), dim=1)
     feats[k0 + 2] = feats[k0]
-    monkeypatch.setattr(model, "features", lambda slices: feats)
+    # The propagator encodes blocks of slices when first needed: hand it the block's features.
+    prepared = model.slice_tensors(image)
+
+    def features(slices: torch.Tensor) -> torch.Tensor:
+        first = next(i for i in range(len(prepared)) if torch.equal(prepared[i], slices[0]))
+        return feats[first : first + len(slices)]
+
+    monkeypatch.setattr(model, "features", features)
     classes = np.array([0, 1])
     liver = (truth[:, :, k0] == 1).astype(np.uint8)
     lost = np.zeros_like(liver)  # the chain has lost the liver on slice k0 + 1
@@ -294,3 +306,43 @@ def test_propagate_without_anchor_is_the_papers_chain(
     want = largest_component(want, anchor=np.where(np.arange(ann.shape[2]) == k, ann, 0))
     assert (got.array == want).all()
     assert not (anchored.array == want).all()
+
+
+def test_slice_features_encode_only_the_blocks_asked_for(tiny_model: Path,
+                                                          phantom_folder: Path) -> None:
+    model = OneSegModel.load(tiny_model)
+    image = read_volume(phantom_folder / "image.nii.gz").array
+    slices = model.slice_tensors(image)
+    encoded = []
+    features = SliceFeatures(model, slices, block=4)
+    original = model.features
+    model.features = lambda s: encoded.append(len(s)) or original(s)  # type: ignore[method-assign]
+    everything = original(slices)
+    assert torch.allclose(features[5], everything[5:6], atol=1e-5)
+    assert torch.allclose(features[6], everything[6:7], atol=1e-5)
+    assert encoded == [4]  # slices 4..7, once
+    with pytest.raises(IndexError):
+        features[len(slices)]
+    assert torch.allclose(features.all(), everything, atol=1e-5)
+    assert sum(encoded) == len(slices)  # every other block once, block 1 not again
+
+
+def test_propagation_encodes_only_the_slices_its_chains_reach(tiny_model: Path,
+                                                             phantom_folder: Path) -> None:
+    volume, _, k0, ann = _liver_slice_annotation(phantom_folder)
+    # 24 more slices like the last one (no liver) above the volume: the chain stops in them.
+    image = np.concatenate([volume.array, np.repeat(volume.array[:, :, -1:], 24, axis=2)], 2)
+    mask = np.concatenate([ann, np.zeros((*ann.shape[:2], 24), ann.dtype)], axis=2)
+    annotation = SliceAnnotation({k0: mask[:, :, k0]}, n_slices=image.shape[2])
+    model = OneSegModel.load(tiny_model)
+    encoded = []
+    original = model.features
+    model.features = lambda s: encoded.append(len(s)) or original(s)  # type: ignore[method-assign]
+    result = propagate_annotation(image, annotation, OneSegPropagator(model, image))
+    reached = np.flatnonzero(result.labels.any(axis=(0, 1)))
+    assert sum(encoded) <= (reached.max() // 8 + 2) * 8 < image.shape[2]
+    # The same labels as with every slice encoded up front.
+    model.features = original  # type: ignore[method-assign]
+    eager = OneSegPropagator(model, image)
+    eager.slice_features.all()
+    assert np.array_equal(propagate_annotation(image, annotation, eager).labels, result.labels)

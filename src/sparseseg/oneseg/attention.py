@@ -20,6 +20,7 @@ with the window instead of with the square of the image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,17 @@ def _window_mask(h: int, w: int, radius: int, device: torch.device) -> torch.Ten
     )
 
 
+@lru_cache(maxsize=8)
+def _window_bias(h: int, w: int, radius: int, references: int, device: torch.device
+                 ) -> torch.Tensor:
+    """``(H*W, references * H*W)`` additive mask: 0 where reference pixel ``j`` lies in the
+    window of target pixel ``i``, ``-inf`` elsewhere (cached: propagation asks for the same
+    one at every step)."""
+    inside = _window_mask(h, w, radius, device)
+    bias = torch.zeros(inside.shape, device=device).masked_fill_(~inside, float("-inf"))
+    return bias.repeat(1, references)
+
+
 def _dense_copy(
     query: torch.Tensor,
     keys: Sequence[torch.Tensor],
@@ -52,12 +64,9 @@ def _dense_copy(
     b, c, h, w = query.shape
     n, d = h * w, values[0].shape[1]
     q = query.reshape(b, c, n).transpose(1, 2)
-    outside = ~_window_mask(h, w, radius, query.device)
-    logits = torch.cat(
-        [(torch.bmm(q, k.reshape(b, c, n)) / temperature).masked_fill(outside, float("-inf"))
-         for k in keys],
-        dim=2,
-    )  # (B, target, M * reference)
+    k = torch.cat([k.reshape(b, c, n) for k in keys], dim=2)  # (B, C, M * reference)
+    bias = _window_bias(h, w, radius, len(keys), query.device)
+    logits = torch.baddbmm(bias, q, k, alpha=1.0 / temperature)  # (B, target, M * reference)
     weights = torch.softmax(logits, dim=2)
     v = torch.cat([v.reshape(b, d, n) for v in values], dim=2)  # (B, D, M * reference)
     return torch.bmm(v, weights.transpose(1, 2)).view(b, d, h, w)

@@ -52,21 +52,59 @@ def gabor_kernels(scales: int = 4, orientations: int = 4) -> torch.Tensor:
 class GaborBottleneck(nn.Module):
     """Fixed Gabor filter bank: ``(B, 1, H, W)`` -> ``(B, S*O, H, W)``.
 
+    The filters are large (21 x 21 for 4 scales), so they are applied by FFT: on a CPU the
+    direct convolution took 44 % of the feature extractor's time, the FFT a few percent. Both
+    compute the same cross-correlation of the reflect-padded slice (equal to float32
+    rounding, about 1e-6 of the responses' range; ``direct=True`` selects the convolution).
+
     Args:
         scales: Number of scales.
         orientations: Number of orientations.
+        direct: Convolve directly instead of by FFT.
     """
 
-    def __init__(self, *, scales: int = 4, orientations: int = 4) -> None:
+    def __init__(self, *, scales: int = 4, orientations: int = 4, direct: bool = False) -> None:
         super().__init__()
         self.register_buffer("weight", gabor_kernels(scales, orientations), persistent=False)
         self.out_channels = scales * orientations
+        self.direct = direct
+        self._spectra: dict[tuple, torch.Tensor] = {}
+
+    def _spectrum(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """Conjugate spectra of the kernels zero-padded to ``size`` (cached per size)."""
+        key = (size, str(device))
+        if key not in self._spectra:
+            k = self.weight.shape[-1]
+            padded = torch.zeros(self.out_channels, size[0], size[1], device=device)
+            padded[:, :k, :k] = self.weight[:, 0].to(device=device, dtype=torch.float32)
+            self._spectra[key] = torch.fft.rfft2(padded).conj()
+        return self._spectra[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.weight.shape[-1] // 2
+        h, w = x.shape[-2:]
         x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         # Responses are small (unit-L1 kernels on [0, 1] images): bring them to unit scale.
-        return F.conv2d(x, self.weight) * 8.0
+        if self.direct:
+            return F.conv2d(x, self.weight) * 8.0
+        # Circular cross-correlation of the padded slice, zero-padded further to a size the
+        # FFT is fast at: outputs 0..H-1 never wrap around.
+        size = (_fft_size(x.shape[-2]), _fft_size(x.shape[-1]))
+        spectrum = torch.fft.rfft2(x.float(), s=size) * self._spectrum(size, x.device)
+        return torch.fft.irfft2(spectrum, s=size)[..., :h, :w] * 8.0
+
+
+def _fft_size(n: int) -> int:
+    """The smallest ``m >= n`` whose only prime factors are 2, 3 and 5 (fast FFT lengths)."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
 
 
 class EdgeBottleneck(nn.Module):

@@ -106,9 +106,18 @@ class OneSegModel:
         return volume_to_slices(array, size=self.size).to(self.device)
 
     @torch.no_grad()
-    def features(self, slices: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
-        """Dense features ``(N, E, S/4, S/4)`` of prepared slices."""
+    def features(self, slices: torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
+        """Dense features ``(N, E, S/4, S/4)`` of prepared slices.
+
+        Args:
+            slices: Prepared slices (:meth:`slice_tensors`).
+            batch_size: Slices per forward pass. Default: 8 on a CPU, where small batches
+                stay in cache (88 LeftAtrium slices, one thread: 0.78 s at 8, 1.29 s at 32),
+                32 on a GPU.
+        """
         self.net.eval()
+        if batch_size is None:
+            batch_size = 8 if slices.device.type == "cpu" else 32
         return self.net.embed_slices(slices, batch_size=batch_size)
 
     @staticmethod

@@ -123,8 +123,49 @@ def one_hot(label: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return _one_hot(label, classes)[0].numpy()
 
 
+class SliceFeatures:
+    """A volume's slice features, computed in blocks the first time a slice is asked for.
+
+    A propagation chain stops where its labels vanish, so slices far from the structure are
+    often never needed: on a whole-body CT an organ spans a fifth of the slices.
+
+    Args:
+        model: The model.
+        slices: The volume's prepared slices (:meth:`~sparseseg.oneseg.model.OneSegModel.
+            slice_tensors`).
+        block: Slices encoded together.
+    """
+
+    def __init__(self, model: OneSegModel, slices: torch.Tensor, *, block: int = 8) -> None:
+        self.model = model
+        self.slices = slices
+        self.block = block
+        self._blocks: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def _get(self, b: int) -> torch.Tensor:
+        if b not in self._blocks:
+            self._blocks[b] = self.model.features(self.slices[b * self.block:
+                                                              (b + 1) * self.block])
+        return self._blocks[b]
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        """Features of slice ``k``, ``(1, E, fh, fw)``."""
+        if not 0 <= k < len(self):
+            raise IndexError(f"slice {k} outside 0..{len(self) - 1}")
+        b, i = divmod(k, self.block)
+        return self._get(b)[i : i + 1]
+
+    def all(self) -> torch.Tensor:
+        """Features of every slice, ``(N, E, fh, fw)``."""
+        return torch.cat([self._get(b) for b in range(-(-len(self) // self.block))])
+
+
 class OneSegPropagator(Propagator):
-    """OneSeg's step: encode every slice once, then copy labels by local attention.
+    """OneSeg's step: encode slices (once each, when first needed), then copy labels by local
+    attention.
 
     Args:
         model: The trained model.
@@ -140,8 +181,8 @@ class OneSegPropagator(Propagator):
                  axis: int = SLICE_AXIS) -> None:
         self.model = model
         self.anchor = anchor
-        self.feats = model.features(model.slice_tensors(image))  # (n, E, fh, fw)
-        self.grid = tuple(self.feats.shape[-2:])
+        self.slice_features = SliceFeatures(model, model.slice_tensors(image))
+        self.grid: tuple[int, int] = (0, 0)  # feature map size, set by prepare()
         self.plane = slice_shape(image.shape, axis)
         self.copy = LocalAttentionCopy(
             radius=model.net.copy.radius,
@@ -149,21 +190,28 @@ class OneSegPropagator(Propagator):
         )
         self.anchors: dict[int, torch.Tensor] = {}
 
+    @property
+    def feats(self) -> torch.Tensor:
+        """Features of every slice, ``(N, E, fh, fw)`` (all computed on first use)."""
+        return self.slice_features.all()
+
     def prepare(self, classes: np.ndarray, keys: Mapping[int, np.ndarray]) -> None:
         """Encode the group's annotated slices as anchor values."""
         super().prepare(classes, keys)
+        self.grid = tuple(self.slice_features[min(keys)].shape[-2:])
         self.anchors = {k: _one_hot(v, classes, self.grid).to(self.model.device)
                         for k, v in keys.items()}
 
     def scores(self, k: int, nxt: int, current: np.ndarray, *, start: int) -> torch.Tensor:
         """Copied soft one-hot on the feature grid, ``(D, fh, fw)``."""
-        keys = [self.feats[k : k + 1]]
+        feats = self.slice_features
+        keys = [feats[k]]
         values = [_one_hot(current, self.classes, self.grid).to(self.model.device)]
         if self.anchor and start != k and start in self.anchors:
-            keys.append(self.feats[start : start + 1])
+            keys.append(feats[start])
             values.append(self.anchors[start])
         with torch.no_grad():
-            return self.copy.copy_from(self.feats[nxt : nxt + 1], keys, values)[0]
+            return self.copy.copy_from(feats[nxt], keys, values)[0]
 
     def probabilities(self, scores: torch.Tensor) -> np.ndarray:
         """Up-sampled bilinearly to the slice."""
