@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="supervised loss (bce: the paper's; default bce+dice)")
     parser.add_argument("--strong-views", type=int, default=2,
                         help="strong CutMix views per batch in cda/ltuda (paper: 2)")
+    parser.add_argument("--stage1-fraction", type=float, default=0.5,
+                        help="fraction of an ltuda run (time) before stage 2 (1: stage 1 only)")
     parser.add_argument("--ema", type=float, default=0.999,
                         help="mean teacher's final EMA decay in cda/ltuda (paper: 0.999)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
@@ -194,7 +196,7 @@ def run_options(args: argparse.Namespace) -> dict:
     return {"minutes": args.minutes, "size": args.size, "base_channels": args.base_channels,
             "seed": args.seed, "loss": args.loss, "strong_views": args.strong_views,
             "threads": args.threads, "ema": args.ema, "precision": args.precision,
-            "tone": args.tone}
+            "tone": args.tone, "stage1_fraction": args.stage1_fraction}
 
 
 def fold_summary(rows: list[dict], runs: list[str]) -> str:

@@ -458,3 +458,100 @@ def test_default_model_benchmark(tmp_path):
     assert set(speed) == {"sparseseg --help", "oneseg propagate"}
     assert all(s > 0 for s in speed.values())
     assert "leftatrium" in out and "oneseg propagate" in out
+
+
+def _num(value: str) -> float:
+    return float(value) if value not in ("", "nan") else math.nan
+
+
+def test_ltuda_diagnose_tables_agree_with_each_other(tmp_path):
+    data = needs("Cardiac")
+    out = run_benchmark("ltuda_diagnose", "--data", str(data), "--minutes", "0.1",
+                        "--methods", "ltuda,partial", "--folds", "4", "--fold", "1",
+                        "--size", "32", "--base-channels", "4", "--strong-views", "1",
+                        "--eval-every", "2", "--out", str(tmp_path))
+    epochs = read_rows(tmp_path / "ltuda_diagnose_epochs.csv")
+    stages = read_rows(tmp_path / "ltuda_diagnose_stages.csv")
+    pseudo = read_rows(tmp_path / "ltuda_diagnose_pseudo.csv")
+    summary = {r["run"]: r for r in read_rows(tmp_path / "ltuda_diagnose_summary.csv")}
+    assert list(summary) == ["ltuda", "partial"]
+    order = ["warm-up", "stage 1", "stage 2"]
+    for run in ("ltuda", "partial"):
+        rows = [r for r in epochs if r["run"] == run]
+        assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+        phases = [r["phase"] for r in rows]
+        if run == "partial":
+            assert set(phases) == {"partial"}
+        else:  # phases follow each other in order, and the run starts with the warm-up
+            assert phases[0] == "warm-up"
+            assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases)
+        saved = [r for r in rows if r["saved"] == "yes"]
+        assert len(saved) == 1
+        for r in rows:
+            assert math.isclose(_num(r["slices_per_s"]),
+                                4 * int(r["steps"]) / _num(r["seconds"]), rel_tol=1e-3)
+            e, kept = int(r["epoch"]), _num(r["test_kept"])
+            scored = (e - 1) % 2 == 0 or r is saved[0] or r is rows[-1]
+            assert math.isfinite(kept) == scored, r
+            if scored:
+                own = "teacher" if r["classifier"] == "teacher" else "student"
+                if r["classifier"] in ("linear", "teacher"):
+                    assert kept == _num(r[f"test_{own}"])
+                assert 0 <= kept <= 1
+            assert math.isnan(_num(r["test_teacher"])) == (run == "partial" or not scored)
+        # Stage cost: the phases add up to the epochs.
+        mine = [s for s in stages if s["run"] == run]
+        assert sorted(s["phase"] for s in mine) == sorted(set(phases))
+        assert sum(int(s["epochs"]) for s in mine) == len(rows)
+        assert sum(int(s["steps"]) for s in mine) == sum(int(r["steps"]) for r in rows)
+        assert math.isclose(sum(_num(s["seconds"]) for s in mine),
+                            sum(_num(r["seconds"]) for r in rows), rel_tol=1e-3)
+        for s in mine:
+            assert math.isclose(_num(s["slices_per_s"]),
+                                4 * int(s["steps"]) / _num(s["seconds"]), rel_tol=1e-3)
+        # Validation choice: the saved epoch, the best and the last on the test patients.
+        sm = summary[run]
+        scored_rows = [r for r in rows if math.isfinite(_num(r["test_kept"]))]
+        assert int(sm["epochs"]) == len(rows)
+        assert int(sm["saved_epoch"]) == int(saved[0]["epoch"])
+        assert math.isclose(_num(sm["saved_test"]), _num(saved[0]["test_kept"]), abs_tol=1e-4)
+        # The saved epoch's snapshot is the model folder's model.
+        assert math.isclose(_num(sm["model_folder_test"]), _num(sm["saved_test"]), abs_tol=1e-4)
+        assert math.isclose(_num(sm["best_test"]),
+                            max(_num(r["test_kept"]) for r in scored_rows), abs_tol=1e-4)
+        assert math.isclose(_num(sm["gap"]), _num(sm["best_test"]) - _num(sm["saved_test"]),
+                            abs_tol=1e-4) and _num(sm["gap"]) >= 0
+        assert math.isclose(_num(sm["last_test"]), _num(rows[-1]["test_kept"]), abs_tol=1e-4)
+        assert 0 <= int(sm["val_cases_patient_trained"]) <= int(sm["val_cases"]) == 6
+        # Pseudo-labels: three structures and their mean at each point of the run.
+        mine = [p for p in pseudo if p["run"] == run]
+        whens = list(dict.fromkeys(p["when"] for p in mine))
+        assert whens[-2:] == ["saved epoch", "last epoch"]
+        assert ("end of warm-up" in whens) == (run == "ltuda")
+        for when in whens:
+            group = [p for p in mine if p["when"] == when]
+            assert [p["structure"] for p in group] == [*CARDIAC, "mean"]
+            assert {p["weights"] for p in group} == {"student" if run == "partial"
+                                                     else "teacher"}
+            for key in ("seen_dice", "pseudo_dice", "conf_cover", "test_dice"):
+                values = [_num(p[key]) for p in group[:3]]
+                if all(math.isfinite(v) for v in values):
+                    assert math.isclose(_num(group[3][key]), sum(values) / 3, abs_tol=1e-4)
+                    assert all(0 <= v <= 1 for v in values)
+            for p in group[:3]:
+                d, pr, rc = (_num(p[k]) for k in ("pseudo_dice", "pseudo_precision",
+                                                  "pseudo_recall"))
+                if all(math.isfinite(v) for v in (d, pr, rc)) and pr + rc > 0:
+                    assert math.isclose(d, 2 * pr * rc / (pr + rc), abs_tol=1e-4)
+    assert "validation choice" in out and "pseudo-labels" in out
+
+
+def test_ltuda_diagnose_scores_and_rank_correlation():
+    from benchmarks.ltuda_diagnose import rank_correlation, scores
+
+    assert scores(np.array([6, 2, 4])) == (12 / 18, 0.75, 0.6)
+    assert all(math.isnan(v) for v in scores(np.array([0, 0, 0])))
+    assert rank_correlation([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+    assert rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
+    assert rank_correlation([1, 1, 2], [5, 5, 6]) == pytest.approx(1)
+    assert math.isnan(rank_correlation([1, 2], [1, 2]))

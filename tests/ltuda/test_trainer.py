@@ -115,6 +115,43 @@ def test_warmup_trains_like_partial_then_uses_the_teacher(phantom_sets):
     assert seen == [1, 1, 1, 2]
 
 
+def test_stage1_fraction_sets_where_stage2_starts(phantom_sets):
+    # Stage 2 costs about 1.6 stage-1 steps (benchmarks/ltuda_diagnose.py); how much of a
+    # budget it gets is a setting (0.8 was tried on Cardiac, 2026-12-05; the default is 0.5).
+    cases = load_cases(_specs(phantom_sets), ORGANS, 32)
+
+    def stages(**settings) -> list[int]:
+        seen = []
+        trainer = Trainer(LTUDAModel(n_organs=3, base_channels=8, depth=2), cases, [],
+                          TrainConfig(method="ltuda", epochs=5, seed=0, **settings),
+                          torch.device("cpu"))
+        trainer.fit(on_epoch=lambda result: seen.append(result.stage))
+        return seen
+
+    assert stages() == [1, 1, 2, 2, 2]  # from the middle of epoch 3
+    assert stages(stage1_fraction=0.8) == [1, 1, 1, 1, 2]
+    assert stages(stage1_fraction=1.0) == [1, 1, 1, 1, 1]  # stage 1 only, like cda
+
+
+def test_train_passes_stage1_fraction_and_records_it(tmp_path, phantom_sets):
+    import inspect
+
+    from sparseseg.errors import SparsesegError
+
+    assert inspect.signature(train).parameters["stage1_fraction"].default == \
+        TrainConfig().stage1_fraction == 0.5
+    model = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="ltuda",
+                  epochs=2, size=32, base_channels=8, progress=False, stage1_fraction=1.0)
+    config = json.loads((model / "config.json").read_text())
+    assert config["training"]["stage1_fraction"] == 1.0
+    rows = list(csv.DictReader((model / "log.csv").read_text().splitlines()))
+    assert [r["stage"] for r in rows] == ["1", "1"]
+    for bad in (0.0, 1.5):
+        with pytest.raises(SparsesegError, match="stage1_fraction"):
+            train(output=tmp_path / "bad", datasets=_specs(phantom_sets), method="ltuda",
+                  epochs=1, size=32, base_channels=8, progress=False, stage1_fraction=bad)
+
+
 def test_teacher_is_saved_when_it_validates_best(tmp_path, phantom_sets, monkeypatch):
     scores = iter([0.2, 0.4, 0.6])
     monkeypatch.setattr(Trainer, "validate_teacher",

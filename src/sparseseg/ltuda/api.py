@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +55,12 @@ def train(
     strong_views: int = 2,
     proto_pixels: int = 2048,
     ema: float = 0.999,
+    stage1_fraction: float = 0.5,
     tone_augmentation: bool = True,
     precision: str = "auto",
     checkpoint_every: float | None = 5.0,
     resume: bool = False,
+    on_epoch: Callable[[EpochResult, Trainer], None] | None = None,
 ) -> Path:
     """Train one multi-organ model from partially labeled datasets.
 
@@ -99,6 +101,11 @@ def train(
             and updates use, drawn at random (``0``: every pixel, as in the paper).
         ema: Final decay of the mean teacher's exponential moving average (paper: 0.999;
             smaller follows the student faster, for short runs).
+        stage1_fraction: Fraction of an ``ltuda`` run (epochs or time) before stage 2
+            starts (never inside the warm-up, the first 0.3); ``1.0``: stage 1 only, like
+            ``cda``. A stage-2 step costs about 1.6 stage-1 steps on a CPU
+            (:mod:`sparseseg.ltuda.trainer`); 0.8 gave stage 1 that time but no better test
+            Dice on Cardiac (docs/benchmarks.md, 2026-12-05).
         tone_augmentation: Random gamma and contrast in the weak view of every method (not in
             the paper): a channel learned from the few patients of one dataset then still
             finds its organ in the others' images (``False``: the paper's weak view).
@@ -108,6 +115,10 @@ def train(
             (``output/resume.safetensors``, also written at the end); ``0`` or ``None``: none.
         resume: Continue from ``output/resume.safetensors`` when it exists (the settings and
             data must be the same); without it, training starts from scratch.
+        on_epoch: Called on rank 0 after each epoch's validation (and after the model folder
+            is updated) with the epoch's :class:`~sparseseg.ltuda.trainer.EpochResult` and
+            the :class:`~sparseseg.ltuda.trainer.Trainer`, e.g. to keep every epoch's weights
+            (``benchmarks/ltuda_diagnose.py``); its time counts towards ``max_time``.
 
     Returns:
         The model folder.
@@ -130,7 +141,7 @@ def train(
     _check_settings(method=method, epochs=epochs, size=size, base_channels=base_channels,
                     batch_size=batch_size, strong_views=strong_views, proto_pixels=proto_pixels,
                     ema=ema, max_time=max_time, checkpoint_every=checkpoint_every, loss=loss,
-                    val_fraction=val_fraction)
+                    val_fraction=val_fraction, stage1_fraction=stage1_fraction)
     datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(*d) for d in datasets]
     organs = validate_specs(datasets)
     components = dict(components or {})
@@ -160,6 +171,7 @@ def train(
                              batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
                              dice=loss == "bce+dice", n_strong=int(strong_views),
                              proto_pixels=int(proto_pixels), ema=float(ema),
+                             stage1_fraction=float(stage1_fraction),
                              tone=bool(tone_augmentation), precision=precision)
         trainer = Trainer(model, train_cases, val_cases, config, dev, dist=dist)
         if dist.is_main:
@@ -170,6 +182,7 @@ def train(
             "training": {"epochs": epochs, "max_time_min": max_time, "optimizer": optimizer,
                          "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
                          "strong_views": strong_views, "proto_pixels": proto_pixels, "ema": ema,
+                         "stage1_fraction": float(stage1_fraction),
                          "tone_augmentation": bool(tone_augmentation),
                          "precision": precision, "precision_used": precision_name(amp),
                          "val_fraction": val_fraction,
@@ -188,12 +201,14 @@ def train(
         bar = _ProgressBar(f"ltuda {method}", organs, epochs=epochs, done=trainer.epoch - 1,
                            max_time=max_time, disable=not progress)
 
-        def on_epoch(result: EpochResult) -> None:
+        def epoch_done(result: EpochResult) -> None:
             folder.add(result)
             bar.epoch_done(result)
+            if on_epoch is not None:
+                on_epoch(result, trainer)
 
         try:
-            trainer.fit(bar.step_done if progress else None, on_epoch=on_epoch,
+            trainer.fit(bar.step_done if progress else None, on_epoch=epoch_done,
                         checkpoint=checkpoint)
         finally:
             bar.close()
@@ -207,7 +222,7 @@ def train(
 def _check_settings(*, method: str, epochs: int, size: int, base_channels: int,
                     batch_size: int, strong_views: int, proto_pixels: int, ema: float,
                     max_time: float | None, checkpoint_every: float | None, loss: str,
-                    val_fraction: float) -> None:
+                    val_fraction: float, stage1_fraction: float = 0.5) -> None:
     """Refuse settings :func:`train` cannot use (before any data is read).
 
     Raises:
@@ -232,6 +247,8 @@ def _check_settings(*, method: str, epochs: int, size: int, base_channels: int,
         raise SparsesegError(f"unknown loss {loss!r}; use bce or bce+dice")
     if not 0 <= val_fraction < 1:
         raise SparsesegError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0 < stage1_fraction <= 1:
+        raise SparsesegError(f"stage1_fraction must be in (0, 1], got {stage1_fraction}")
 
 
 class _RunFolder:
