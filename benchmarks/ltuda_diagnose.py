@@ -457,22 +457,14 @@ def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
         >>> round(rank_correlation([1, 2, 3, 4], [10, 30, 20, 40]), 6)
         0.8
     """
+    from scipy.stats import rankdata
+
     if len(a) < 3:
         return math.nan
-    ra, rb = (_ranks(np.asarray(v, float)) for v in (a, b))
+    ra, rb = rankdata(a), rankdata(b)  # average ranks for ties
     if ra.std() == 0 or rb.std() == 0:
         return math.nan
     return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = values.argsort(kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=float)
-    for v in np.unique(values):
-        tie = values == v
-        ranks[tie] = ranks[tie].mean()
-    return ranks
 
 
 if __name__ == "__main__":
