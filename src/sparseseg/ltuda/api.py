@@ -222,7 +222,7 @@ def train(
 def _check_settings(*, method: str, epochs: int, size: int, base_channels: int,
                     batch_size: int, strong_views: int, proto_pixels: int, ema: float,
                     max_time: float | None, checkpoint_every: float | None, loss: str,
-                    val_fraction: float, stage1_fraction: float = 0.5) -> None:
+                    val_fraction: float, stage1_fraction: float) -> None:
     """Refuse settings :func:`train` cannot use (before any data is read).
 
     Raises:
