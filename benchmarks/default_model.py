@@ -23,7 +23,6 @@ Prints tables and writes ``default_model.csv`` to ``--out``. Run from the reposi
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,8 +136,10 @@ def _wall(cmd: list[str], repeats: int) -> float:
 
 def speed(args: argparse.Namespace, model_dir: str) -> list[dict]:
     """Wall seconds of whole CLI commands, each in a new process."""
-    exe = shutil.which("sparseseg") or sys.executable
-    base = [exe] if exe.endswith("sparseseg") else [exe, "-m", "sparseseg.cli.main"]
+    # The console script installed beside this Python (not whichever is first on PATH: a
+    # pyenv shim there adds a shell and 0.05 s); else `python -m sparseseg`, the same entry.
+    script = Path(sys.executable).with_name("sparseseg")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "sparseseg"]
     case = find_cases(Path(args.data) / "LeftAtrium", with_labels=True)[args.train]
     label = read_label(case.label)
     k = organ_starts(label.array > 0)["middle"]

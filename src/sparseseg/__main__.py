@@ -1,6 +1,6 @@
 """Allow ``python -m sparseseg`` (and ``torchrun -m sparseseg``)."""
 
-from sparseseg.cli.main import main
+from sparseseg.cli.main import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

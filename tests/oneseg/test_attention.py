@@ -139,3 +139,41 @@ def test_multi_reference_copy_refuses_mismatched_lists() -> None:
         multi_reference_copy(q, [q, q], [q], radius=1)
     with pytest.raises(ValueError, match="at least one reference"):
         multi_reference_copy(q, [], [], radius=1)
+
+
+def _one_hot_blob(g: torch.Generator, rows: slice, cols: slice, h: int = 20, w: int = 24
+                  ) -> torch.Tensor:
+    """``(2, 3, h, w)`` soft one-hot values: background everywhere but a blob of soft labels."""
+    v = torch.zeros(2, 3, h, w)
+    v[:, 0] = 1.0
+    blob = torch.rand(2, 3, h, w, generator=g)[..., rows, cols]
+    v[..., rows, cols] = blob / blob.sum(1, keepdim=True)
+    return v
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols"),
+    [(slice(8, 11), slice(9, 12)),  # a small label: only a box around it is computed
+     (slice(0, 2), slice(20, 24)),  # in a corner: the box is clipped
+     (slice(0, 20), slice(3, 5))],  # the box covers the whole map
+)
+def test_background_skips_far_pixels_with_the_same_result(rows, cols) -> None:
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 4, 20, 24, generator=g)
+    keys = [torch.randn(2, 4, 20, 24, generator=g) for _ in range(2)]
+    values = [_one_hot_blob(g, rows, cols), _one_hot_blob(g, slice(9, 10), slice(10, 12))]
+    for radius, temp in [(1, 1.0), (3, 0.2)]:
+        want = naive_multi_copy(q, keys, values, radius, temp)
+        got = multi_reference_copy(q, keys, values, radius=radius, temperature=temp,
+                                   background=0)
+        assert torch.allclose(got, want, atol=1e-5), (rows, cols, radius)
+        plain = multi_reference_copy(q, keys, values, radius=radius, temperature=temp)
+        assert torch.allclose(got, plain, atol=1e-6)
+
+
+def test_background_only_references_copy_pure_background() -> None:
+    q = torch.randn(1, 4, 6, 6)
+    values = torch.zeros(1, 3, 6, 6)
+    values[:, 0] = 1.0
+    out = LocalAttentionCopy(radius=2).copy_from(q, [q], [values], background=0)
+    assert torch.equal(out, values)

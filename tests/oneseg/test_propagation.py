@@ -346,3 +346,24 @@ def test_propagation_encodes_only_the_slices_its_chains_reach(tiny_model: Path,
     eager = OneSegPropagator(model, image)
     eager.slice_features.all()
     assert np.array_equal(propagate_annotation(image, annotation, eager).labels, result.labels)
+
+
+@pytest.mark.parametrize(("shape", "fill"), [((40, 40), 0.3), ((12, 14, 16), 0.1)])
+def test_components_are_numbered_like_scipy_with_full_connectivity(shape, fill) -> None:
+    from sparseseg.oneseg.cleanup import _components
+
+    rng = np.random.default_rng(len(shape))
+    mask = rng.random(shape) < fill  # many small components, some joined only by a corner
+    expected, n = ndimage.label(mask, structure=np.ones((3,) * len(shape), bool))
+    got, m = _components(mask)
+    assert n > 10 and m == n
+    assert (got == expected).all()
+
+
+def test_largest_component_joins_diagonal_neighbours() -> None:
+    lab = np.zeros((6, 6, 6), np.uint8)
+    lab[1, 1, 1] = lab[2, 2, 2] = lab[3, 3, 3] = 1  # one 26-connected chain of 3
+    lab[5, 0, 5] = lab[5, 1, 5] = 1  # a face-connected pair
+    out = largest_component(lab)
+    assert out[1, 1, 1] == out[2, 2, 2] == out[3, 3, 3] == 1
+    assert out[5, 0, 5] == out[5, 1, 5] == 0

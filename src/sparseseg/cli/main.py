@@ -8,9 +8,11 @@ Heavy modules (torch, MONAI) are imported inside those functions so ``--help`` i
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sparseseg import __version__
 from sparseseg.errors import SparsesegError
@@ -58,5 +60,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run() -> NoReturn:
+    """The console script: :func:`main`, then exit with its code.
+
+    Once torch is loaded, Python's shutdown spends 0.2-0.3 s in a last garbage collection over
+    torch's millions of objects, a sixth of a whole propagation. They are frozen first
+    (:func:`gc.freeze`, which only exempts them from collection); everything the command
+    wrote is already complete, and exit handlers still run.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -55,7 +55,6 @@ from sparseseg.oneseg.screening import (
 from sparseseg.oneseg.suggestion import CRITERIA, slice_scores, suggest_slice
 from sparseseg.oneseg.training import OneSegTrainer, TrainConfig, TrainState
 from sparseseg.precision import precision_name, resolve_precision
-from sparseseg.viz import check_png_path, preview_figure, write_png
 
 log = logging.getLogger(__name__)
 
@@ -491,6 +490,8 @@ def propagate(
     """
     _check_options(method, fusion, adapt)
     if preview is not None:
+        from sparseseg.viz import check_png_path  # only with a preview: viz loads scipy
+
         check_png_path(preview)
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
@@ -632,6 +633,8 @@ def write_preview(path: PathLike, *, result: np.ndarray, image: Volume, annotate
     Returns:
         The written file.
     """
+    from sparseseg.viz import preview_figure, write_png
+
     name = image.path.name if image.path is not None else "volume"
     figure = preview_figure(result, image=image.array, spacing=image.spacing,
                             annotated=annotated, direction=image.direction,

@@ -15,6 +15,12 @@ Two vectorised implementations give the same result. For small feature maps (up 
 pixels outside the window are masked with ``-inf``; on a CPU that is several times faster than
 gathering windows. Larger maps gather each pixel's window with ``unfold``, whose memory grows
 with the window instead of with the square of the image.
+
+Copying labels, most reference pixels are pure background. With ``background=`` the dense path
+computes weights only for target pixels whose window reaches a labeled reference pixel (a box
+around the labels, widened by the window): every other target pixel would get a convex
+combination of pure-background values, which is pure background, and gets it directly. The
+result is the same up to float rounding; propagating a left atrium that is half as much work.
 """
 
 from __future__ import annotations
@@ -52,6 +58,52 @@ def _window_bias(h: int, w: int, radius: int, references: int, device: torch.dev
     return bias.repeat(1, references)
 
 
+Box = tuple[int, int, int, int]
+"""``(row0, row1, col0, col1)``, ends excluded, in feature-map pixels."""
+
+
+@lru_cache(maxsize=64)
+def _box_bias(target: Box, reference: Box, radius: int, references: int,
+              device: torch.device) -> torch.Tensor:
+    """Like :func:`_window_bias`, from the pixels of a target box to those of a reference
+    box."""
+    tr, tc = torch.arange(*target[:2], device=device), torch.arange(*target[2:], device=device)
+    rr = torch.arange(*reference[:2], device=device)
+    rc = torch.arange(*reference[2:], device=device)
+    rows = (tr[:, None] - rr[None, :]).abs() <= radius  # (target rows, reference rows)
+    cols = (tc[:, None] - rc[None, :]).abs() <= radius
+    inside = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(
+        len(tr) * len(tc), len(rr) * len(rc))
+    bias = torch.zeros(inside.shape, device=device).masked_fill_(~inside, float("-inf"))
+    return bias.repeat(1, references)
+
+
+def _label_box(values: Sequence[torch.Tensor], background: int, radius: int) -> Box | None:
+    """Box of the target pixels whose window reaches a reference pixel that is not pure
+    background (``None``: no such pixel)."""
+    h, w = values[0].shape[-2:]
+    labeled = torch.stack([(v[:, background] < 1).any(0) for v in values]).any(0)
+    rows, cols = labeled.any(1).nonzero(), labeled.any(0).nonzero()
+    if len(rows) == 0:
+        return None
+    return (max(int(rows[0]) - radius, 0), min(int(rows[-1]) + radius + 1, h),
+            max(int(cols[0]) - radius, 0), min(int(cols[-1]) + radius + 1, w))
+
+
+def _masked_copy(query: torch.Tensor, keys: Sequence[torch.Tensor],
+                 values: Sequence[torch.Tensor], bias: torch.Tensor, temperature: float
+                 ) -> torch.Tensor:
+    """All pairwise dot products plus ``bias`` (the window mask), one softmax, one copy."""
+    b, c, h, w = query.shape
+    d = values[0].shape[1]
+    q = query.reshape(b, c, h * w).transpose(1, 2)
+    k = torch.cat([k.reshape(b, c, -1) for k in keys], dim=2)  # (B, C, M * reference)
+    logits = torch.baddbmm(bias, q, k, alpha=1.0 / temperature)  # (B, target, M * reference)
+    weights = torch.softmax(logits, dim=2)
+    v = torch.cat([v.reshape(b, d, -1) for v in values], dim=2)  # (B, D, M * reference)
+    return torch.bmm(v, weights.transpose(1, 2)).view(b, d, h, w)
+
+
 def _dense_copy(
     query: torch.Tensor,
     keys: Sequence[torch.Tensor],
@@ -59,17 +111,29 @@ def _dense_copy(
     *,
     radius: int,
     temperature: float,
+    background: int | None = None,
 ) -> torch.Tensor:
-    """All pairwise dot products with every reference, masked to the windows, one softmax."""
-    b, c, h, w = query.shape
-    n, d = h * w, values[0].shape[1]
-    q = query.reshape(b, c, n).transpose(1, 2)
-    k = torch.cat([k.reshape(b, c, n) for k in keys], dim=2)  # (B, C, M * reference)
-    bias = _window_bias(h, w, radius, len(keys), query.device)
-    logits = torch.baddbmm(bias, q, k, alpha=1.0 / temperature)  # (B, target, M * reference)
-    weights = torch.softmax(logits, dim=2)
-    v = torch.cat([v.reshape(b, d, n) for v in values], dim=2)  # (B, D, M * reference)
-    return torch.bmm(v, weights.transpose(1, 2)).view(b, d, h, w)
+    """All pairwise dot products with every reference, masked to the windows, one softmax
+    (with ``background``: only for the target pixels near a label, see the module notes)."""
+    b, _, h, w = query.shape
+    whole = (0, h, 0, w)
+    box = whole if background is None else _label_box(values, background, radius)
+    if box == whole:
+        bias = _window_bias(h, w, radius, len(keys), query.device)
+        return _masked_copy(query, keys, values, bias, temperature)
+    out = torch.zeros(b, values[0].shape[1], h, w, dtype=values[0].dtype, device=query.device)
+    out[:, background] = 1.0
+    if box is None:
+        return out
+    ref = (max(box[0] - radius, 0), min(box[1] + radius, h),
+           max(box[2] - radius, 0), min(box[3] + radius, w))
+    bias = _box_bias(box, ref, radius, len(keys), query.device)
+    out[..., box[0]:box[1], box[2]:box[3]] = _masked_copy(
+        query[..., box[0]:box[1], box[2]:box[3]],
+        [k[..., ref[0]:ref[1], ref[2]:ref[3]] for k in keys],
+        [v[..., ref[0]:ref[1], ref[2]:ref[3]] for v in values],
+        bias, temperature)
+    return out
 
 
 def dense_local_copy(
@@ -147,6 +211,7 @@ def multi_reference_copy(
     *,
     radius: int,
     temperature: float = 1.0,
+    background: int | None = None,
 ) -> torch.Tensor:
     """Copy from several references with one softmax over all their windows.
 
@@ -160,6 +225,9 @@ def multi_reference_copy(
         values: Reference values, each ``(B, D, H, W)``, in the order of ``keys``.
         radius: Window radius.
         temperature: Softmax temperature.
+        background: For one-hot label values, the background channel: target pixels whose
+            windows hold only pure background get it without their weights being computed
+            (same result up to float rounding; small maps only).
 
     Returns:
         ``(B, D, H, W)``.
@@ -168,7 +236,8 @@ def multi_reference_copy(
         raise ValueError("need as many values as keys, and at least one reference")
     h, w = query.shape[-2:]
     if h * w <= DENSE_MAX_PIXELS:
-        return _dense_copy(query, keys, values, radius=radius, temperature=temperature)
+        return _dense_copy(query, keys, values, radius=radius, temperature=temperature,
+                           background=background)
     logits = torch.cat(
         [_window_logits(query, k, radius=radius, temperature=temperature) for k in keys], dim=1
     )  # (B, M * P*P, H*W)
@@ -202,8 +271,11 @@ class LocalAttentionCopy(nn.Module):
         query: torch.Tensor,
         keys: Sequence[torch.Tensor],
         values: Sequence[torch.Tensor],
+        *,
+        background: int | None = None,
     ) -> torch.Tensor:
         """Copy from several references at once (:func:`multi_reference_copy`)."""
         return multi_reference_copy(
-            query, keys, values, radius=self.radius, temperature=self.temperature
+            query, keys, values, radius=self.radius, temperature=self.temperature,
+            background=background,
         )

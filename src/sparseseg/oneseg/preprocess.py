@@ -25,7 +25,9 @@ def normalise_intensity(array: np.ndarray, *, low: float = 0.5, high: float = 99
         high: Upper percentile.
     """
     arr = np.asarray(array, np.float32)
-    finite = arr[np.isfinite(arr)]
+    finite_mask = np.isfinite(arr)
+    all_finite = bool(finite_mask.all())  # the usual case: no copy of the finite voxels
+    finite = arr.ravel() if all_finite else arr[finite_mask]
     if finite.size == 0:
         return np.zeros_like(arr)
     sample = finite if finite.size <= 2_000_000 else finite[:: finite.size // 2_000_000 + 1]
@@ -37,8 +39,9 @@ def normalise_intensity(array: np.ndarray, *, low: float = 0.5, high: float = 99
         lo, hi = (float(v) for v in np.percentile(foreground, [low, high]))
     if hi - lo < 1e-6:  # a constant volume
         return np.zeros_like(arr)
-    out = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo)
-    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+    out = np.subtract(arr if all_finite else np.nan_to_num(arr, nan=lo), lo, dtype=np.float32)
+    np.divide(out, hi - lo, out=out)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def volume_to_slices(array: np.ndarray, *, size: int, axis: int = SLICE_AXIS) -> torch.Tensor:

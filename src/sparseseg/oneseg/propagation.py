@@ -211,7 +211,7 @@ class OneSegPropagator(Propagator):
             keys.append(feats[start])
             values.append(self.anchors[start])
         with torch.no_grad():
-            return self.copy.copy_from(feats[nxt], keys, values)[0]
+            return self.copy.copy_from(feats[nxt], keys, values, background=0)[0]
 
     def probabilities(self, scores: torch.Tensor) -> np.ndarray:
         """Up-sampled bilinearly to the slice."""
