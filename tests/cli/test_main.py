@@ -22,13 +22,16 @@ def test_console_script_is_run() -> None:
 def test_run_exits_with_the_command_code_and_freezes_the_heap(monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", ["sparseseg", "oneseg", "propagate", "-i", "/no/such.nii.gz",
                                       "-a", "/no/ann.nii.gz", "-o", "/tmp/never.nii.gz"])
+    threshold = gc.get_threshold()
     try:
         with pytest.raises(SystemExit) as exit_info:
             cli_main.run()
         assert exit_info.value.code == 2
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (50_000, *threshold[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_python_dash_m_runs_the_cli() -> None:

@@ -63,11 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> NoReturn:
     """The console script: :func:`main`, then exit with its code.
 
-    Once torch is loaded, Python's shutdown spends 0.2-0.3 s in a last garbage collection over
-    torch's millions of objects, a sixth of a whole propagation. They are frozen first
-    (:func:`gc.freeze`, which only exempts them from collection); everything the command
-    wrote is already complete, and exit handlers still run.
+    Two garbage-collector settings make a short command 0.3 s faster (a propagation takes 1.8 s
+    in all):
+
+    * Importing torch creates hundreds of thousands of objects, and Python's default
+      threshold (700) runs full collections over them while they load: 0.08 s. The
+      youngest generation is collected every 50,000 allocations instead, which still collects
+      cycles, only in larger batches.
+    * At exit, Python's shutdown runs a last collection over all of them: 0.2 s. They are
+      frozen first (:func:`gc.freeze`: exempt from collection); everything the command wrote is
+      already complete, and exit handlers still run.
     """
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
     code = main()
     gc.freeze()
     sys.exit(code)
