@@ -451,9 +451,12 @@ def test_default_model_benchmark(tmp_path):
                         "--out", str(tmp_path))
     rows = read_rows(tmp_path / "default_model.csv")
     atrium = [r for r in rows if r["part"] == "leftatrium"]
-    assert [(r["case"], r["variant"]) for r in atrium] == [("la_lh4fvu3t", "default")]
-    assert int(atrium[0]["start"]) == 53  # the atrium's middle slice
-    assert float(atrium[0]["dice"]) > 0.8  # measured 0.859 with the shipped model
+    assert [(r["case"], r["variant"]) for r in atrium] == [("la_lh4fvu3t", "default"),
+                                                            ("la_lh4fvu3t", "guided")]
+    assert {int(r["start"]) for r in atrium} == {53}  # the atrium's middle slice
+    # Measured 0.859 with the shipped model, 0.838 adapted to the slice.
+    assert [float(r["dice"]) > 0.8 for r in atrium] == [True, True]
+    assert atrium[0]["dice"] != atrium[1]["dice"]  # the adapted model is another model
     speed = {r["variant"]: float(r["seconds"]) for r in rows if r["part"] == "speed"}
     assert set(speed) == {"sparseseg --help", "oneseg propagate"}
     assert all(s > 0 for s in speed.values())

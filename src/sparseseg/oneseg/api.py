@@ -29,6 +29,7 @@ from sparseseg.io.writer import atomic_path, write_volume
 from sparseseg.oneseg.adaptation import AdaptConfig, adapt_model
 from sparseseg.oneseg.annotation import SliceAnnotation, annotated_slices, read_annotation
 from sparseseg.oneseg.baselines import METHODS, PROPAGATORS, baseline_propagator
+from sparseseg.oneseg.guided_adaptation import GuidedAdaptConfig, adapt_to_annotation
 from sparseseg.oneseg.interpolation import interpolate
 from sparseseg.oneseg.model import (
     DEFAULT_MODEL_DIR,
@@ -59,6 +60,8 @@ from sparseseg.precision import precision_name, resolve_precision
 log = logging.getLogger(__name__)
 
 PathLike = str | Path
+ADAPT_MODES = ("guided", "self")
+"""Test-time adaptation modes (:func:`adapt`)."""
 
 
 def _as_volume(image: PathLike | Volume) -> Volume:
@@ -92,18 +95,31 @@ def adapt(
     model: PathLike | OneSegModel | None = None,
     image: PathLike | Volume,
     seconds: float,
+    annotation: AnnotationInput | None = None,
+    slice_index: int | Sequence[int] | None = None,
+    mode: str = "guided",
     device: str = "auto",
     seed: int = 0,
 ) -> OneSegModel:
-    """A copy of the model fine-tuned self-supervised on one volume (test-time adaptation).
+    """A copy of the model fine-tuned on one volume (test-time adaptation).
 
-    The OneSeg training loss on the volume's own slices, no labels, for ``seconds``
-    (:mod:`sparseseg.oneseg.adaptation`); the given model is not changed.
+    Two modes (the given model is not changed):
+
+    * ``guided`` (default; needs ``annotation``): 10 steps that make the drawn labels survive
+      a copy to neighbouring slices and back, beside OneSeg's intensity reconstruction
+      (:mod:`sparseseg.oneseg.guided_adaptation`); stops early if ``seconds`` run out. On
+      AbdomenTS MR it gains 0.13 Dice.
+    * ``self``: OneSeg's own training loss on the volume's slices, no labels, for ``seconds``
+      (:mod:`sparseseg.oneseg.adaptation`). Measured, it loses 0.02-0.05 Dice on AbdomenTS;
+      kept for comparison.
 
     Args:
         model: Model folder or loaded model (``None``: the default model).
         image: Volume file or loaded volume.
-        seconds: Time budget (> 0).
+        seconds: Time budget (> 0; for ``guided``, a cap).
+        annotation: The annotated slices (as for :func:`propagate`); ``guided`` only.
+        slice_index: Index of a 2D annotation (one per 2D file).
+        mode: ``guided`` or ``self`` (:data:`ADAPT_MODES`).
         device: Where to compute.
         seed: Random seed.
 
@@ -111,17 +127,27 @@ def adapt(
         The adapted model.
 
     Raises:
-        InputError: A budget that is not positive, or a volume of fewer than two slices.
+        InputError: A budget that is not positive, an unknown mode, ``guided`` without an
+            annotation, or a volume of fewer than two slices.
     """
     if not seconds > 0:
         raise InputError(f"--adapt needs a positive number of seconds, got {seconds}")
+    if mode not in ADAPT_MODES:
+        raise InputError(f"unknown adaptation mode {mode!r} ({', '.join(ADAPT_MODES)})")
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
     if vol.shape[SLICE_AXIS] < 2:
         raise InputError("test-time adaptation needs at least two slices", vol.path)
     net = _as_model(model, device)
-    return adapt_model(net, net.slice_tensors(vol.array),
-                       config=AdaptConfig(seconds=float(seconds), seed=seed))
+    slices = net.slice_tensors(vol.array)
+    if mode == "self":
+        return adapt_model(net, slices, config=AdaptConfig(seconds=float(seconds), seed=seed))
+    if annotation is None:
+        raise InputError("guided adaptation needs the annotated slices (or mode 'self')",
+                         vol.path)
+    ann = _as_annotation(annotation, vol, slice_index)
+    config = GuidedAdaptConfig(seconds=float(seconds), seed=seed)
+    return adapt_to_annotation(net, slices, ann.slices, config=config)
 
 
 def train(
@@ -367,7 +393,8 @@ def _as_annotation(annotation: AnnotationInput, vol: Volume,
     return read_annotation(annotation, vol, index=slice_index)
 
 
-def _check_options(method: str, fusion: str, adapt: float = 0.0) -> None:
+def _check_options(method: str, fusion: str, adapt: float = 0.0, adapt_mode: str = "guided"
+                   ) -> None:
     if fusion not in FUSIONS:
         raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
     if method not in METHODS:
@@ -376,6 +403,8 @@ def _check_options(method: str, fusion: str, adapt: float = 0.0) -> None:
         raise InputError(f"--adapt needs a number of seconds >= 0, got {adapt}")
     if adapt > 0 and method != "oneseg":
         raise InputError(f"--adapt fine-tunes the OneSeg model; method {method!r} has none")
+    if adapt_mode not in ADAPT_MODES:
+        raise InputError(f"unknown adaptation mode {adapt_mode!r} ({', '.join(ADAPT_MODES)})")
 
 
 def _progress_function(progress: bool | ProgressFunction, desc: str
@@ -408,6 +437,7 @@ def _run(
     device: str,
     progress: bool | ProgressFunction,
     adapt_seconds: float = 0.0,
+    adapt_mode: str = "guided",
 ) -> Propagation:
     """Propagate ``annotation`` through ``vol`` with a slice-by-slice method (OneSeg's model
     first adapted to the volume, :func:`adapt`, when ``adapt_seconds`` is positive)."""
@@ -415,7 +445,8 @@ def _run(
     if method == "oneseg":
         net = _as_model(model, device)
         if adapt_seconds > 0:
-            net = adapt(model=net, image=vol, seconds=adapt_seconds, device=device)
+            net = adapt(model=net, image=vol, seconds=adapt_seconds, annotation=annotation,
+                        mode=adapt_mode, device=device)
     with torch.inference_mode():
         if net is not None:
             propagator = OneSegPropagator(net, vol.array, anchor=anchor)
@@ -443,6 +474,7 @@ def propagate(
     method: str = "oneseg",
     fusion: str = "union",
     adapt: float = 0.0,
+    adapt_mode: str = "guided",
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     preview: PathLike | None = None,
@@ -474,7 +506,8 @@ def propagate(
         fusion: How the two chains between annotated slices are joined
             (:data:`~sparseseg.oneseg.propagation.FUSIONS`).
         adapt: Seconds of test-time adaptation of the OneSeg model on this volume before
-            propagating (:func:`adapt`; ``0``: none).
+            propagating (:func:`adapt`; ``0``: none; for ``guided``, a cap on its 10 steps).
+        adapt_mode: ``guided`` (by the annotation) or ``self`` (label-free) (:func:`adapt`).
         device: Where to compute.
         progress: Show a progress bar, or a callback ``progress(done, total)`` called after
             each propagated slice.
@@ -488,7 +521,7 @@ def propagate(
     Raises:
         InputError: Bad annotation or volume (see the CLI docs).
     """
-    _check_options(method, fusion, adapt)
+    _check_options(method, fusion, adapt, adapt_mode)
     if preview is not None:
         from sparseseg.viz import check_png_path  # only with a preview: viz loads scipy
 
@@ -501,7 +534,8 @@ def propagate(
     else:
         result = _run(model=model, vol=vol, annotation=ann, method=method, verify=verify,
                       keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                      progress=progress, adapt_seconds=adapt).labels
+                      progress=progress, adapt_seconds=adapt,
+                  adapt_mode=adapt_mode).labels
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)
@@ -552,6 +586,7 @@ def suggest(
     fusion: str = "union",
     keep_largest: bool = True,
     adapt: float = 0.0,
+    adapt_mode: str = "guided",
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     confidence: PathLike | None = None,
@@ -573,6 +608,7 @@ def suggest(
         fusion: As for :func:`propagate`.
         keep_largest: As for :func:`propagate`.
         adapt: As for :func:`propagate`.
+        adapt_mode: As for :func:`propagate`.
         device: Where to compute.
         progress: Show a progress bar, or a ``progress(done, total)`` callback.
         confidence: Also write the per-slice table (:meth:`Suggestion.table`) to this CSV.
@@ -584,7 +620,7 @@ def suggest(
         InputError: Bad annotation or volume, every slice annotated, or a method that does
             not propagate.
     """
-    _check_options(method, fusion, adapt)
+    _check_options(method, fusion, adapt, adapt_mode)
     if method not in PROPAGATORS:
         raise InputError(f"suggest needs a propagating method ({', '.join(PROPAGATORS)}), "
                          f"not {method!r}")
@@ -602,7 +638,8 @@ def suggest(
         raise InputError("every slice is annotated: nothing left to suggest", vol.path)
     result = _run(model=model, vol=vol, annotation=ann, method=method, verify=False,
                   keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                  progress=progress, adapt_seconds=adapt)
+                  progress=progress, adapt_seconds=adapt,
+                  adapt_mode=adapt_mode)
     found = Suggestion(slice=suggest_slice(result, criterion),
                        scores=slice_scores(result, criterion), confidence=result.confidence,
                        labels=vol.with_array(result.labels), result=result)
@@ -654,6 +691,7 @@ def propagate_batch(
     method: str = "oneseg",
     fusion: str = "union",
     adapt: float = 0.0,
+    adapt_mode: str = "guided",
     device: str = "auto",
     num_parts: int = 1,
     part_id: int = 0,
@@ -681,6 +719,7 @@ def propagate_batch(
         fusion: How chains between two annotated slices are joined (as for
             :func:`propagate`).
         adapt: Seconds of test-time adaptation on each case (as for :func:`propagate`).
+        adapt_mode: As for :func:`propagate`.
         device: Where to compute.
         num_parts: Split the cases (sorted by name) into this many parts.
         part_id: The part to process, ``0 .. num_parts - 1``.
@@ -699,7 +738,7 @@ def propagate_batch(
     from sparseseg.batch import BatchError, match_case_files, run_batch, validate_parts
 
     validate_parts(num_parts, part_id)
-    _check_options(method, fusion, adapt)
+    _check_options(method, fusion, adapt, adapt_mode)
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
     annotations, output = Path(annotations), Path(output)
     if output.exists() and annotations.exists() and output.samefile(annotations):
@@ -723,7 +762,8 @@ def propagate_batch(
             raise InputError(f"several annotations for case {case.name}: {names}", annotations)
         return propagate(model=net, image=case.image, annotation=found[0], verify=verify,
                          keep_largest=keep_largest, anchor=anchor, method=method,
-                         fusion=fusion, adapt=adapt, device=device)
+                         fusion=fusion, adapt=adapt, adapt_mode=adapt_mode,
+                         device=device)
 
     def save(result: Volume, target: Path) -> None:
         write_volume(target, result.array, result)
