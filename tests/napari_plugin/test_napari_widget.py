@@ -90,6 +90,32 @@ def test_paint_propagate_save_reload(
     assert sorted(p.name for p in output.parent.iterdir()) == [output.name]  # no temporary
 
 
+def test_adapt_to_the_painted_slices(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file)
+    truth = to_display(read_label(label_file).array)
+    k = _largest_slice(truth)
+    _paint(qtbot, widget, k, truth)
+    _click(qtbot, widget, widget.propagate_button)
+    plain = widget.labels_layer.data.copy()
+    assert widget.adapt_check.isEnabled() and not widget.adapt
+    widget.adapt_check.setChecked(True)
+    assert widget.adapt
+    _click(qtbot, widget, widget.propagate_button)
+    assert "propagated (oneseg, adapted)" in widget.status, widget.status
+    adapted = widget.labels_layer.data
+    assert np.array_equal(adapted[k], truth[k])  # the painted slice is kept exactly
+    assert len(labeled_slices(adapted)) >= 8
+    assert not np.array_equal(adapted, plain)  # another model propagated
+    viewer.dims.set_point(SLIDER_AXIS, k + 2)
+    viewer.screenshot(str(tmp_path / "adapted.png"), canvas_only=False)
+    # The training-free methods have no model to adapt.
+    widget.method_combo.setCurrentText("registration")
+    assert not widget.adapt_check.isEnabled() and not widget.adapt
+
+
 def test_suggest_moves_the_viewer(
     make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
 ) -> None:

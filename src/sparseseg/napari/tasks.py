@@ -24,6 +24,9 @@ from sparseseg.oneseg.annotation import SliceAnnotation
 Progress = Callable[[int, int], None]
 """``progress(done, total)``, called after each propagated slice."""
 
+ADAPT_CAP = 60.0
+"""Seconds guided adaptation may take at most (its 10 steps take 1-5 s on 2 CPU cores)."""
+
 
 @dataclass
 class SliceSuggestion:
@@ -94,6 +97,7 @@ def propagate_labels(
     device: str = "auto",
     progress: Progress | None = None,
     painted: Iterable[int] | None = None,
+    adapt: bool = False,
 ) -> np.ndarray:
     """Propagate the painted slices through the volume.
 
@@ -106,6 +110,8 @@ def propagate_labels(
         device: Where to compute.
         progress: Called with ``(done, total)`` after each propagated slice.
         painted: The slices the user painted (:func:`painted_annotation`).
+        adapt: First tune a copy of the OneSeg model to the painted slices (guided test-time
+            adaptation, :func:`sparseseg.oneseg.adapt`; 1-5 s).
 
     Returns:
         The propagated labels in layer order (painted slices as returned by the API; the
@@ -124,6 +130,7 @@ def propagate_labels(
         image=image,
         annotation=painted_annotation(annotation, painted),
         method=method,
+        adapt=ADAPT_CAP if adapt and method == "oneseg" else 0.0,
         device=device,
         progress=progress or False,
     )
@@ -139,6 +146,7 @@ def suggest_slice(
     device: str = "auto",
     progress: Progress | None = None,
     painted: Iterable[int] | None = None,
+    adapt: bool = False,
 ) -> SliceSuggestion:
     """The slice to paint next.
 
@@ -154,6 +162,7 @@ def suggest_slice(
         device: Where to compute.
         progress: Called with ``(done, total)`` after each propagated slice.
         painted: The slices the user painted (:func:`painted_annotation`).
+        adapt: As for :func:`propagate_labels`.
 
     Raises:
         SparsesegError: Bad model folder or annotation, or no ``suggest`` in this sparseseg.
@@ -167,7 +176,9 @@ def suggest_slice(
         return SliceSuggestion(oneseg.select(model=net, image=image, device=device), "select")
     found = oneseg.suggest(model=net, image=image,
                            annotation=painted_annotation(annotation, painted),
-                           method=method, device=device, progress=progress or False)
+                           method=method,
+                           adapt=ADAPT_CAP if adapt and method == "oneseg" else 0.0,
+                           device=device, progress=progress or False)
     return SliceSuggestion(int(found.slice), "suggest", np.asarray(found.confidence),
                            to_display(found.labels.array))
 

@@ -5,10 +5,12 @@ image layer and the labels layer, paints one or more slices, and clicks **Propag
 painted slices go through the volume, all labels at once, and fill every slice she did not
 paint. Painted slices are never overwritten; a propagated slice she corrects becomes a
 painted one, so the next **Propagate** starts from it too. **Suggest slice** moves the
-viewer to the slice to paint next. **Save** writes the labels as NIfTI in the image's
-geometry, atomically. Work runs in a worker thread (the viewer stays responsive, the buttons
-wait); errors show in the widget, never as a traceback. The painted slices are autosaved
-(:mod:`sparseseg.napari.autosave`) a moment after each stroke.
+viewer to the slice to paint next. With **adapt the model to my slices** ticked, OneSeg's
+model is first tuned to the painted slices (guided test-time adaptation, 1-5 s). **Save**
+writes the labels as NIfTI in the image's geometry, atomically. Work runs in a worker thread
+(the viewer stays responsive, the buttons wait); errors show in the widget, never as a
+traceback. The painted slices are autosaved (:mod:`sparseseg.napari.autosave`) a moment after
+each stroke.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -125,6 +128,15 @@ class AnnotationWidget(QWidget):
         self.method_combo.addItems(METHODS)
         self.method_combo.setCurrentText(method or ("oneseg" if model else "registration"))
         self.model_edit.textChanged.connect(self._model_changed)
+        self.adapt_check = QCheckBox("adapt the model to my slices")
+        self.adapt_check.setToolTip(
+            "OneSeg only: before propagating, tune a copy of the model so that the painted "
+            "labels survive a copy to neighbouring slices and back (1-5 s; on abdominal MR "
+            "+0.13 Dice, on CT no gain)"
+        )
+        self.method_combo.currentTextChanged.connect(
+            lambda m: self.adapt_check.setEnabled(m == "oneseg"))
+        self.adapt_check.setEnabled(self.method == "oneseg")
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         new_labels = QPushButton("new")
@@ -166,6 +178,7 @@ class AnnotationWidget(QWidget):
         form = QFormLayout()
         form.addRow("model", _row(self.model_edit, model_browse))
         form.addRow("method", self.method_combo)
+        form.addRow("", self.adapt_check)
         form.addRow("image", self.image_combo)
         form.addRow("labels", _row(self.labels_combo, new_labels))
         form.addRow("save to", _row(self.output_edit, output_browse))
@@ -277,7 +290,7 @@ class AnnotationWidget(QWidget):
                 tasks.suggest_slice,
                 dict(image=image, annotation=annotation, model=self.model,
                      method=self.method, device=self.device, progress=self.progressed.emit,
-                     painted=sorted(tracker.slices)),
+                     painted=sorted(tracker.slices), adapt=self.adapt),
                 self._suggested,
                 "finding the slice to paint",
             )
@@ -293,7 +306,7 @@ class AnnotationWidget(QWidget):
                 tasks.propagate_labels,
                 dict(image=image, annotation=annotation, model=self.model,
                      method=self.method, device=self.device, progress=self.progressed.emit,
-                     painted=sorted(tracker.slices)),
+                     painted=sorted(tracker.slices), adapt=self.adapt),
                 self._propagated,
                 f"propagating {self.method} from slice(s) "
                 f"{_ranges(labeled_slices(annotation))}",
@@ -369,6 +382,11 @@ class AnnotationWidget(QWidget):
     def method(self) -> str:
         """The chosen propagation method."""
         return self.method_combo.currentText()
+
+    @property
+    def adapt(self) -> bool:
+        """Whether OneSeg's model is first adapted to the painted slices."""
+        return self.adapt_check.isChecked() and self.method == "oneseg"
 
     def _model_changed(self, text: str) -> None:
         if not text.strip() and self.method == "oneseg":
@@ -538,7 +556,8 @@ class AnnotationWidget(QWidget):
         self._replace(labels, keep_painted(result, labels.data, tracker.slices))
         filled = len(labeled_slices(labels.data))
         self._set_status(
-            f"propagated ({self.method}) from slice(s) {_ranges(sorted(tracker.slices))} in "
+            f"propagated ({self.method}{', adapted' if self.adapt else ''}) from slice(s) "
+            f"{_ranges(sorted(tracker.slices))} in "
             f"{self._elapsed()}: {filled} labeled slices; correct any slice and Propagate again"
         )
 
