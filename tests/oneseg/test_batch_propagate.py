@@ -202,13 +202,22 @@ def test_kill_9_then_continue_gives_the_clean_outputs(tiny_model, batch_data, cl
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
-    # Kill it while it holds a case and has written at least one: mid-batch, mid-case.
-    while time.monotonic() < deadline and proc.poll() is None:
+    # Kill it while it holds a case and has written at least one: mid-batch, mid-case. The
+    # worker is stopped (SIGSTOP) before the check that decides the kill, so it cannot
+    # finish the case and drop its lock between the check and the kill.
+
+    def mid_case() -> bool:
         names = [p.name for p in out.iterdir()] if out.is_dir() else []
-        if any(n.endswith(".lock") for n in names) and any(
-                n.endswith(".nii.gz") and not n.startswith(".") for n in names):
-            os.kill(proc.pid, signal.SIGKILL)
-            break
+        return any(n.endswith(".lock") for n in names) and any(
+            n.endswith(".nii.gz") and not n.startswith(".") for n in names)
+
+    while time.monotonic() < deadline and proc.poll() is None:
+        if mid_case():
+            os.kill(proc.pid, signal.SIGSTOP)
+            if mid_case():
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.002)
     proc.wait(30)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
