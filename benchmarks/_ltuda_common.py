@@ -73,7 +73,8 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                        base_channels: int, seed: int, loss: str = "bce",
                        components: dict[str, int] | None = None, strong_views: int = 2,
                        threads: int = 1, ema: float = 0.999, precision: str = "auto",
-                       tone: bool = True, stage1_fraction: float = 0.5) -> dict:
+                       tone: bool = True, stage1_fraction: float = 0.5,
+                       pseudo_confidence: float = 0.0) -> dict:
     """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row.
 
     Sets ``threads`` torch threads first (it may run in a worker process of its own).
@@ -89,7 +90,7 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                   base_channels=base_channels, seed=seed, progress=False, loss=loss,
                   components=components, strong_views=strong_views, ema=ema,
                   precision=precision, tone_augmentation=tone,
-                  stage1_fraction=stage1_fraction)
+                  stage1_fraction=stage1_fraction, pseudo_confidence=pseudo_confidence)
     minutes_used = (time.monotonic() - start) / 60
     result = evaluate(model, test, organ_values, work / f"pred_{name}")
     config = json.loads((model / "config.json").read_text())
@@ -118,7 +119,8 @@ class RunGroup:
     """Runs that share a test set, a work folder and a table (e.g. one cross-validation fold).
 
     Attributes:
-        runs: Run name -> (dataset specs, method).
+        runs: Run name -> (dataset specs, method), or (dataset specs, method, options) where
+            the run's own :func:`train_and_evaluate` options replace the group's.
         test: Test cases with full labels.
         work: Models go to ``work/model_NAME``, predictions to ``work/pred_NAME``.
         csv_path: The group's table.
@@ -142,8 +144,9 @@ def run_groups(groups: Sequence[RunGroup], organ_values: dict[str, int], *, jobs
     Returns:
         Each group's rows, in the order of ``groups`` and of each group's runs.
     """
-    calls = [((name, specs, method, list(g.test), organ_values, g.work), options)
-             for g in groups for name, (specs, method) in g.runs.items()]
+    calls = [((name, specs, method, list(g.test), organ_values, g.work),
+              {**options, **(own[0] if own else {})})
+             for g in groups for name, (specs, method, *own) in g.runs.items()]
     flat = iter(run_jobs(train_and_evaluate, calls, jobs))
     tables = []
     for g in groups:

@@ -39,6 +39,9 @@ from benchmarks._tables import write_csv
 from sparseseg.io import Case
 
 STRUCTURES = {"right_ventricle": 1, "myocardium": 2, "left_ventricle": 3}
+RUNS = ("partial", "cda", "ltuda", "ltuda-confident", "full")
+"""Runs: ``ltuda-confident`` is ``ltuda`` whose pseudo-labels are supervised only where the
+teacher is sure (``--pseudo-confidence``, :func:`sparseseg.ltuda.pseudo.confident_mask`)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="../shared/data/Cardiac", help="Cardiac dataset")
     parser.add_argument("--minutes", type=float, default=12.0, help="training budget per run")
     parser.add_argument("--methods", default="partial,cda,ltuda,full",
-                        help="comma-separated runs among partial,cda,ltuda,full")
+                        help="comma-separated runs among " + ",".join(RUNS))
     parser.add_argument("--test-patients", type=int, default=5)
     parser.add_argument("--folds", type=int, default=1,
                         help="cross-validate: split the patients into this many disjoint test "
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="strong CutMix views per batch in cda/ltuda (paper: 2)")
     parser.add_argument("--stage1-fraction", type=float, default=0.5,
                         help="fraction of an ltuda run (time) before stage 2 (1: stage 1 only)")
+    parser.add_argument("--pseudo-confidence", type=float, default=0.9,
+                        help="teacher confidence below which ltuda-confident leaves a "
+                        "pseudo-label pixel unsupervised")
     parser.add_argument("--ema", type=float, default=0.999,
                         help="mean teacher's final EMA decay in cda/ltuda (paper: 0.999)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = find_cases(args.data, with_labels=True)
     order = patient_order(cases, args.seed)
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in wanted if m not in ("partial", "cda", "ltuda", "full")]
+    unknown = [m for m in wanted if m not in RUNS]
     if unknown:
         parser.error(f"unknown run(s): {unknown}")
     if args.folds < 1 or args.folds > len(order) // 2:
@@ -181,6 +187,8 @@ def split_runs(wanted: list[str], of: Callable[[list[str]], list], train_p: list
         "partial": (partial_specs, "partial"),
         "cda": (partial_specs, "cda"),
         "ltuda": (partial_specs, "ltuda"),
+        "ltuda-confident": (partial_specs, "ltuda",
+                            {"pseudo_confidence": args.pseudo_confidence}),
     }
     if "full" in wanted:
         full = write_subset(work / "full", of(train_p), None)

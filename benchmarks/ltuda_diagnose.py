@@ -51,6 +51,7 @@ import numpy as np
 from benchmarks._ltuda_common import evaluate, format_rows, write_subset
 from benchmarks._tables import write_csv
 from benchmarks.ltuda_cardiac import (
+    RUNS,
     STRUCTURES,
     patient_folds,
     patient_of,
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", default="bce+dice", choices=("bce", "bce+dice"))
     parser.add_argument("--strong-views", type=int, default=2)
     parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--pseudo-confidence", type=float, default=0.9,
+                        help="teacher confidence below which ltuda-confident leaves a "
+                        "pseudo-label pixel unsupervised")
     parser.add_argument("--stage1-fraction", type=float, default=0.5,
                         help="fraction of an ltuda run (time) before stage 2 (1: stage 1 only)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in ("partial", "cda", "ltuda")]
+    unknown = [m for m in methods if m not in RUNS or m == "full"]
     if unknown:
         parser.error(f"unknown run(s): {unknown}")
     if not 0 <= args.fold < args.folds:
@@ -126,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
               end="")
         runs = split_runs(methods, of, train_p, work, args)
         truth = Truth(work, of(train_p), of(test_p), structure_subsets(train_p), args.size)
-        for name, (specs, method) in runs.items():
+        for name, (specs, method, *own) in runs.items():
             snaps = Snapshots(work / f"snapshots_{name}")
             start = time.monotonic()
-            model = train_run(name, specs, method, work, args, snaps)
+            model = train_run(name, specs, method, work, args, snaps, **(own[0] if own else {}))
             print(f"{name}: trained {(time.monotonic() - start) / 60:.1f} min, "
                   f"{len(snaps.rows)} epochs; scoring the epochs", flush=True)
             start = time.monotonic()
@@ -212,7 +216,7 @@ def phase(trainer) -> str:
 
 
 def train_run(name: str, specs: list, method: str, work: Path, args: argparse.Namespace,
-              snaps: Snapshots) -> Path:
+              snaps: Snapshots, *, pseudo_confidence: float = 0.0) -> Path:
     """Train one run as :func:`benchmarks._ltuda_common.train_and_evaluate` does, with the
     snapshot hook; return its model folder."""
     from sparseseg.ltuda import train
@@ -222,7 +226,8 @@ def train_run(name: str, specs: list, method: str, work: Path, args: argparse.Na
                  base_channels=args.base_channels, seed=args.seed, progress=False,
                  loss=args.loss, strong_views=args.strong_views, ema=args.ema,
                  precision=args.precision, tone_augmentation=args.tone,
-                 stage1_fraction=args.stage1_fraction, on_epoch=snaps)
+                 stage1_fraction=args.stage1_fraction, pseudo_confidence=pseudo_confidence,
+                 on_epoch=snaps)
 
 
 class Truth:

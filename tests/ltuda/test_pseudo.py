@@ -1,6 +1,6 @@
 import torch
 
-from sparseseg.ltuda.pseudo import merge_pseudo_labels
+from sparseseg.ltuda.pseudo import confident_mask, merge_pseudo_labels
 
 
 def _pixels(*values):
@@ -38,3 +38,23 @@ def test_labeled_organ_known_absent_does_not_hide_an_unlabeled_one():
     gt = _pixels([0, 0, 0], [0, 0, 0])
     out = merge_pseudo_labels(probs, gt, torch.tensor([[1.0, 0.0, 0.0]]))
     assert torch.equal(out, _pixels([0, 1, 0], [0, 0, 0]))
+
+
+def test_confident_mask_trusts_labeled_channels_gt_organs_and_sure_teacher_pixels():
+    # 2 organs, the sample's dataset labels organ 1; 4 pixels.
+    probs = _pixels(
+        [0.6, 0.95],  # organ 2 sure (yes): known; organ 1 labeled: known
+        [0.6, 0.5],  # organ 2 unsure: unknown
+        [0.6, 0.03],  # organ 2 sure (no): known
+        [0.6, 0.5],  # organ 2 unsure, but the ground truth puts organ 1 here: known
+    )
+    gt = _pixels([0, 0], [0, 0], [0, 0], [1, 0])
+    mask = confident_mask(probs, gt, torch.tensor([[1.0, 0.0]]), 0.9)
+    assert torch.equal(mask, _pixels([1, 1], [1, 0], [1, 1], [1, 1]))
+    # Per-pixel "labeled" masks (CutMix) give the same answer.
+    assert torch.equal(confident_mask(probs, gt, torch.tensor([[1.0, 0.0]])[:, :, None, None]
+                                      .expand(1, 2, 1, 4), 0.9), mask)
+    # A stricter threshold trusts less; 0 trusts every pixel (the paper).
+    assert confident_mask(probs, gt, torch.tensor([[1.0, 0.0]]), 0.99).sum() < mask.sum()
+    assert torch.equal(confident_mask(probs, gt, torch.tensor([[1.0, 0.0]]), 0.0),
+                       torch.ones_like(probs))

@@ -152,6 +152,45 @@ def test_train_passes_stage1_fraction_and_records_it(tmp_path, phantom_sets):
                   epochs=1, size=32, base_channels=8, progress=False, stage1_fraction=bad)
 
 
+def test_pseudo_confidence_masks_the_strong_views_pseudo_labels(phantom_sets, monkeypatch):
+    # With pseudo_confidence the strong views' pseudo-label term is supervised only where the
+    # teacher is sure; with 0 (the default, the paper) on every pixel.
+    assert TrainConfig().pseudo_confidence == 0.0
+    masks = []
+    original = trainer_module.supervised_loss
+
+    def spy(logits, target, known, **kw):
+        masks.append(known.float().clone())
+        return original(logits, target, known, **kw)
+
+    monkeypatch.setattr(trainer_module, "supervised_loss", spy)
+    for confidence in (0.0, 0.999):
+        trainer = _trainer(phantom_sets, method="ltuda", n_strong=1,
+                           pseudo_confidence=confidence)
+        trainer.progress = 0.4  # stage 1, after the warm-up
+        masks.clear()
+        trainer.train_step()
+        weak, pseudo_term, partial_term = masks  # weak view, then the strong view's two terms
+        if confidence == 0:
+            assert torch.equal(pseudo_term, torch.ones_like(pseudo_term))
+        else:  # an untrained teacher is unsure almost everywhere, but labeled channels count
+            assert 0 < pseudo_term.mean() < 0.9
+            assert torch.all(pseudo_term >= partial_term.expand_as(pseudo_term))
+
+
+def test_train_records_pseudo_confidence_and_refuses_bad_values(tmp_path, phantom_sets):
+    from sparseseg.errors import SparsesegError
+
+    model = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="cda",
+                  epochs=1, size=32, base_channels=8, progress=False, pseudo_confidence=0.9)
+    config = json.loads((model / "config.json").read_text())
+    assert config["training"]["pseudo_confidence"] == 0.9
+    for bad in (0.5, 1.0, -0.1):
+        with pytest.raises(SparsesegError, match="pseudo_confidence"):
+            train(output=tmp_path / "bad", datasets=_specs(phantom_sets), method="ltuda",
+                  epochs=1, size=32, base_channels=8, progress=False, pseudo_confidence=bad)
+
+
 def test_teacher_is_saved_when_it_validates_best(tmp_path, phantom_sets, monkeypatch):
     scores = iter([0.2, 0.4, 0.6])
     monkeypatch.setattr(Trainer, "validate_teacher",

@@ -56,6 +56,7 @@ def train(
     proto_pixels: int = 2048,
     ema: float = 0.999,
     stage1_fraction: float = 0.5,
+    pseudo_confidence: float = 0.0,
     tone_augmentation: bool = True,
     precision: str = "auto",
     checkpoint_every: float | None = 5.0,
@@ -106,6 +107,10 @@ def train(
             ``cda``. A stage-2 step costs about 1.6 stage-1 steps on a CPU
             (:mod:`sparseseg.ltuda.trainer`); 0.8 gave stage 1 that time but no better test
             Dice on Cardiac (docs/benchmarks.md, 2026-12-05).
+        pseudo_confidence: In ``cda`` and ``ltuda``, supervise the strong views' merged
+            pseudo-labels only where the teacher is sure of each unlabeled organ (probability
+            at least this or at most one minus it; :func:`sparseseg.ltuda.pseudo.confident_mask`);
+            ``0`` (the paper): every pixel.
         tone_augmentation: Random gamma and contrast in the weak view of every method (not in
             the paper): a channel learned from the few patients of one dataset then still
             finds its organ in the others' images (``False``: the paper's weak view).
@@ -141,7 +146,8 @@ def train(
     _check_settings(method=method, epochs=epochs, size=size, base_channels=base_channels,
                     batch_size=batch_size, strong_views=strong_views, proto_pixels=proto_pixels,
                     ema=ema, max_time=max_time, checkpoint_every=checkpoint_every, loss=loss,
-                    val_fraction=val_fraction, stage1_fraction=stage1_fraction)
+                    val_fraction=val_fraction, stage1_fraction=stage1_fraction,
+                    pseudo_confidence=pseudo_confidence)
     datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(*d) for d in datasets]
     organs = validate_specs(datasets)
     components = dict(components or {})
@@ -172,6 +178,7 @@ def train(
                              dice=loss == "bce+dice", n_strong=int(strong_views),
                              proto_pixels=int(proto_pixels), ema=float(ema),
                              stage1_fraction=float(stage1_fraction),
+                             pseudo_confidence=float(pseudo_confidence),
                              tone=bool(tone_augmentation), precision=precision)
         trainer = Trainer(model, train_cases, val_cases, config, dev, dist=dist)
         if dist.is_main:
@@ -183,6 +190,7 @@ def train(
                          "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
                          "strong_views": strong_views, "proto_pixels": proto_pixels, "ema": ema,
                          "stage1_fraction": float(stage1_fraction),
+                         "pseudo_confidence": float(pseudo_confidence),
                          "tone_augmentation": bool(tone_augmentation),
                          "precision": precision, "precision_used": precision_name(amp),
                          "val_fraction": val_fraction,
@@ -222,7 +230,8 @@ def train(
 def _check_settings(*, method: str, epochs: int, size: int, base_channels: int,
                     batch_size: int, strong_views: int, proto_pixels: int, ema: float,
                     max_time: float | None, checkpoint_every: float | None, loss: str,
-                    val_fraction: float, stage1_fraction: float) -> None:
+                    val_fraction: float, stage1_fraction: float,
+                    pseudo_confidence: float) -> None:
     """Refuse settings :func:`train` cannot use (before any data is read).
 
     Raises:
@@ -249,6 +258,8 @@ def _check_settings(*, method: str, epochs: int, size: int, base_channels: int,
         raise SparsesegError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if not 0 < stage1_fraction <= 1:
         raise SparsesegError(f"stage1_fraction must be in (0, 1], got {stage1_fraction}")
+    if not (pseudo_confidence == 0 or 0.5 < pseudo_confidence < 1):
+        raise SparsesegError(f"pseudo_confidence must be 0 or in (0.5, 1), got {pseudo_confidence}")
 
 
 class _RunFolder:

@@ -50,3 +50,40 @@ def merge_pseudo_labels(
     has_gt = known.amax(dim=1, keepdim=True) > 0
     pseudo = torch.where(has_gt, known, pseudo)  # ground truth overwrites everything
     return pseudo
+
+
+def confident_mask(
+    teacher_probabilities: torch.Tensor,
+    partial: torch.Tensor,
+    labeled: torch.Tensor,
+    confidence: float,
+) -> torch.Tensor:
+    """Where merged pseudo-labels are to be trusted: ``(B, organs, H, W)`` float 0/1.
+
+    A channel the sample's dataset labels is always known. An unlabeled channel is known where
+    the teacher is sure either way (probability ``>= confidence`` or ``<= 1 - confidence``) and
+    wherever the ground truth puts a labeled organ (an organ pixel is no other organ's).
+    Elsewhere the merged pseudo-label (:func:`merge_pseudo_labels`) is left unsupervised
+    instead of being taught as "background" or as an organ the teacher only half believes.
+
+    Args:
+        teacher_probabilities: ``(B, organs, H, W)`` teacher sigmoid outputs.
+        partial: ``(B, organs, H, W)`` partial labels.
+        labeled: ``(B, organs)`` or ``(B, organs, H, W)`` mask of known channels.
+        confidence: In ``(0.5, 1)``; ``0`` trusts every pixel (the paper).
+
+    Example:
+        >>> probs = torch.tensor([[[[0.95, 0.6, 0.02]]]])  # one unlabeled organ, 3 pixels
+        >>> gt, known = torch.zeros(1, 1, 1, 3), torch.tensor([[0.0]])
+        >>> confident_mask(probs, gt, known, 0.9).flatten().tolist()
+        [1.0, 0.0, 1.0]
+    """
+    if confidence <= 0:
+        return torch.ones_like(partial)
+    mask = labeled.to(partial.dtype)
+    if mask.ndim == 2:
+        mask = mask[:, :, None, None]
+    mask = mask.expand_as(partial) > 0.5
+    sure = (teacher_probabilities >= confidence) | (teacher_probabilities <= 1 - confidence)
+    has_gt = ((partial > 0.5) & mask).amax(dim=1, keepdim=True)
+    return (mask | sure | has_gt).to(partial.dtype)

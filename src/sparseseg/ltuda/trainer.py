@@ -76,7 +76,7 @@ from sparseseg.ltuda.evaluate import mean_score, validate, validate_all
 from sparseseg.ltuda.losses import supervised_loss
 from sparseseg.ltuda.model import CLASSIFIERS, LTUDAModel
 from sparseseg.ltuda.prototypes import prototype_loss
-from sparseseg.ltuda.pseudo import merge_pseudo_labels
+from sparseseg.ltuda.pseudo import confident_mask, merge_pseudo_labels
 from sparseseg.ltuda.selection import BestModelKeeper, best_classifier
 from sparseseg.ltuda.teacher import ema_decay, update_teacher
 from sparseseg.precision import autocast, resolve_precision
@@ -117,6 +117,7 @@ class TrainConfig:
     dice: bool = False
     precision: str = "auto"  # fp32, bf16 or auto (sparseseg.precision)
     tone: bool = True  # gamma/contrast in the weak view (not the paper's; augment.tone_params)
+    pseudo_confidence: float = 0.0  # 0: every pseudo-label pixel supervised (pseudo.confident_mask)
     extra: dict = field(default_factory=dict)
 
 
@@ -350,16 +351,17 @@ class Trainer(LoopTrainer):
         elif self.config.method != "partial":
             with torch.no_grad():
                 teacher_logits, _ = self._forward(self.teacher, xw)
-                pseudo = merge_pseudo_labels(torch.sigmoid(teacher_logits), yw, m)
+                teacher_probs = torch.sigmoid(teacher_logits)
+                pseudo = merge_pseudo_labels(teacher_probs, yw, m)
+                trust = confident_mask(teacher_probs, yw, m, self.config.pseudo_confidence)
             loss_cda = loss.new_zeros(())
             loss_proto = loss.new_zeros(())
             for _ in range(self.config.n_strong):
                 xs = apply_intensity(intensity_params(x.shape[0], g), xw, g)
                 params = cutmix_params(x.shape[0], *x.shape[-2:], generator=g)
-                xs, ps, ys, ms = apply_cutmix(params, xs, pseudo, yw, m)
+                xs, ps, ts, ys, ms = apply_cutmix(params, xs, pseudo, trust, yw, m)
                 logits_s, features = self._forward(model, xs)
-                loss_cda = loss_cda + supervised_loss(logits_s, ps, torch.ones_like(ps),
-                                                      dice=dice)
+                loss_cda = loss_cda + supervised_loss(logits_s, ps, ts, dice=dice)
                 loss_cda = loss_cda + supervised_loss(logits_s, ys, ms, dice=dice)
                 if self.stage == 2:
                     loss_proto = loss_proto + self._prototype_step(features, ps, ms)
