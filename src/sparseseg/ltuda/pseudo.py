@@ -7,6 +7,20 @@ import torch
 from sparseseg.ltuda.classify import one_hot_organs, threshold_classify
 
 
+def _labeled_channels(labeled: torch.Tensor, partial: torch.Tensor) -> torch.Tensor:
+    """``labeled`` (``(B, organs)`` or ``(B, organs, H, W)``) as a boolean ``partial``-shaped
+    mask of the channels whose ground truth is known at each pixel."""
+    mask = labeled.to(partial.dtype)
+    if mask.ndim == 2:
+        mask = mask[:, :, None, None]
+    return mask.expand_as(partial) > 0.5
+
+
+def _ground_truth_organs(partial: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, organs, H, W)``: the labeled organs the ground truth puts at each pixel."""
+    return (partial > 0.5) & mask
+
+
 def merge_pseudo_labels(
     teacher_probabilities: torch.Tensor,
     partial: torch.Tensor,
@@ -40,13 +54,10 @@ def merge_pseudo_labels(
         [0.0, 1.0]
     """
     n_organs = partial.shape[1]
-    mask = labeled.to(partial.dtype)
-    if mask.ndim == 2:
-        mask = mask[:, :, None, None]
-    mask = mask.expand_as(partial) > 0.5
+    mask = _labeled_channels(labeled, partial)
     unlabeled = torch.where(mask, torch.zeros_like(teacher_probabilities), teacher_probabilities)
     pseudo = one_hot_organs(threshold_classify(unlabeled, threshold), n_organs)
-    known = ((partial > 0.5) & mask).float()
+    known = _ground_truth_organs(partial, mask).float()
     has_gt = known.amax(dim=1, keepdim=True) > 0
     pseudo = torch.where(has_gt, known, pseudo)  # ground truth overwrites everything
     return pseudo
@@ -80,10 +91,7 @@ def confident_mask(
     """
     if confidence <= 0:
         return torch.ones_like(partial)
-    mask = labeled.to(partial.dtype)
-    if mask.ndim == 2:
-        mask = mask[:, :, None, None]
-    mask = mask.expand_as(partial) > 0.5
+    mask = _labeled_channels(labeled, partial)
     sure = (teacher_probabilities >= confidence) | (teacher_probabilities <= 1 - confidence)
-    has_gt = ((partial > 0.5) & mask).amax(dim=1, keepdim=True)
+    has_gt = _ground_truth_organs(partial, mask).amax(dim=1, keepdim=True)
     return (mask | sure | has_gt).to(partial.dtype)
