@@ -74,7 +74,7 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                        components: dict[str, int] | None = None, strong_views: int = 2,
                        threads: int = 1, ema: float = 0.999, precision: str = "auto",
                        tone: bool = True, stage1_fraction: float = 0.5,
-                       pseudo_confidence: float = 0.0) -> dict:
+                       pseudo_confidence: float = 0.0, weak_view_loss: bool = True) -> dict:
     """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row.
 
     Sets ``threads`` torch threads first (it may run in a worker process of its own).
@@ -90,7 +90,8 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                   base_channels=base_channels, seed=seed, progress=False, loss=loss,
                   components=components, strong_views=strong_views, ema=ema,
                   precision=precision, tone_augmentation=tone,
-                  stage1_fraction=stage1_fraction, pseudo_confidence=pseudo_confidence)
+                  stage1_fraction=stage1_fraction, pseudo_confidence=pseudo_confidence,
+                  weak_view_loss=weak_view_loss)
     minutes_used = (time.monotonic() - start) / 60
     result = evaluate(model, test, organ_values, work / f"pred_{name}")
     config = json.loads((model / "config.json").read_text())

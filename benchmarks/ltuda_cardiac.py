@@ -39,9 +39,11 @@ from benchmarks._tables import write_csv
 from sparseseg.io import Case
 
 STRUCTURES = {"right_ventricle": 1, "myocardium": 2, "left_ventricle": 3}
-RUNS = ("partial", "cda", "ltuda", "ltuda-confident", "full")
+RUNS = ("partial", "cda", "ltuda", "ltuda-confident", "ltuda-strong-only", "full")
 """Runs: ``ltuda-confident`` is ``ltuda`` whose pseudo-labels are supervised only where the
-teacher is sure (``--pseudo-confidence``, :func:`sparseseg.ltuda.pseudo.confident_mask`)."""
+teacher is sure (``--pseudo-confidence``, :func:`sparseseg.ltuda.pseudo.confident_mask`);
+``ltuda-strong-only`` is ``ltuda`` without the student's weak-view pass after the warm-up
+(``weak_view_loss=False``: more steps in the same time)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +191,7 @@ def split_runs(wanted: list[str], of: Callable[[list[str]], list], train_p: list
         "ltuda": (partial_specs, "ltuda"),
         "ltuda-confident": (partial_specs, "ltuda",
                             {"pseudo_confidence": args.pseudo_confidence}),
+        "ltuda-strong-only": (partial_specs, "ltuda", {"weak_view_loss": False}),
     }
     if "full" in wanted:
         full = write_subset(work / "full", of(train_p), None)

@@ -216,7 +216,8 @@ def phase(trainer) -> str:
 
 
 def train_run(name: str, specs: list, method: str, work: Path, args: argparse.Namespace,
-              snaps: Snapshots, *, pseudo_confidence: float = 0.0) -> Path:
+              snaps: Snapshots, *, pseudo_confidence: float = 0.0,
+              weak_view_loss: bool = True) -> Path:
     """Train one run as :func:`benchmarks._ltuda_common.train_and_evaluate` does, with the
     snapshot hook; return its model folder."""
     from sparseseg.ltuda import train
@@ -227,7 +228,7 @@ def train_run(name: str, specs: list, method: str, work: Path, args: argparse.Na
                  loss=args.loss, strong_views=args.strong_views, ema=args.ema,
                  precision=args.precision, tone_augmentation=args.tone,
                  stage1_fraction=args.stage1_fraction, pseudo_confidence=pseudo_confidence,
-                 on_epoch=snaps)
+                 weak_view_loss=weak_view_loss, on_epoch=snaps)
 
 
 class Truth:

@@ -269,6 +269,36 @@ def test_strong_views_set_the_student_passes(phantom_sets):
         assert len(passes) == 1 + n_strong  # weak view + each strong view
 
 
+def test_without_weak_view_loss_only_the_strong_views_train_after_the_warm_up(phantom_sets):
+    assert TrainConfig().weak_view_loss  # the paper's step by default
+    for progress, stage2, student_passes in ((0.1, False, 1), (0.4, False, 1), (0.9, True, 1)):
+        trainer = (_stage2_trainer(phantom_sets, n_strong=1, weak_view_loss=False) if stage2
+                   else _trainer(phantom_sets, method="ltuda", n_strong=1,
+                                 weak_view_loss=False))
+        trainer.progress = progress
+        student: list[int] = []
+        teacher: list[int] = []
+        trainer.model.unet.register_forward_hook(lambda *_, seen=student: seen.append(1))
+        trainer.teacher.register_forward_hook(lambda *_, seen=teacher: seen.append(1))
+        before = [p.detach().clone() for p in trainer.model.unet.parameters()]
+        terms = trainer.train_step()
+        assert len(student) == student_passes
+        warm = progress < trainer.config.warmup_fraction
+        assert len(teacher) == (0 if warm else 1)
+        # in the warm-up the one pass is the weak view's partial loss, after it a strong view
+        assert (terms["sup"] > 0) == warm
+        assert terms["cda"] > 0 or warm
+        assert any(not torch.equal(a, b)
+                   for a, b in zip(before, trainer.model.unet.parameters(), strict=True))
+
+
+def test_train_records_weak_view_loss(tmp_path, phantom_sets):
+    model = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="cda",
+                  epochs=2, size=32, base_channels=8, progress=False, weak_view_loss=False)
+    config = json.loads((model / "config.json").read_text())
+    assert config["training"]["weak_view_loss"] is False
+
+
 def test_bf16_steps_train_float32_weights_in_both_stages(phantom_sets):
     if not precision._cpu_bf16():
         pytest.skip("no bfloat16 on this CPU")

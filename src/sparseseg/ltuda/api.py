@@ -57,6 +57,7 @@ def train(
     ema: float = 0.999,
     stage1_fraction: float = 0.5,
     pseudo_confidence: float = 0.0,
+    weak_view_loss: bool = True,
     tone_augmentation: bool = True,
     precision: str = "auto",
     checkpoint_every: float | None = 5.0,
@@ -111,6 +112,10 @@ def train(
             pseudo-labels only where the teacher is sure of each unlabeled organ (probability
             at least this or at most one minus it; :func:`sparseseg.ltuda.pseudo.confident_mask`);
             ``0`` (the paper): every pixel.
+        weak_view_loss: In ``cda`` and ``ltuda`` after the warm-up, also train the student on
+            the weak view's partial labels (the paper). ``False`` skips that pass: the strong
+            views (with their mixed partial labels) carry all the supervision, and a step
+            costs about 0.6 of one with it, so a time budget trains more steps.
         tone_augmentation: Random gamma and contrast in the weak view of every method (not in
             the paper): a channel learned from the few patients of one dataset then still
             finds its organ in the others' images (``False``: the paper's weak view).
@@ -179,6 +184,7 @@ def train(
                              proto_pixels=int(proto_pixels), ema=float(ema),
                              stage1_fraction=float(stage1_fraction),
                              pseudo_confidence=float(pseudo_confidence),
+                             weak_view_loss=bool(weak_view_loss),
                              tone=bool(tone_augmentation), precision=precision)
         trainer = Trainer(model, train_cases, val_cases, config, dev, dist=dist)
         if dist.is_main:
@@ -191,6 +197,7 @@ def train(
                          "strong_views": strong_views, "proto_pixels": proto_pixels, "ema": ema,
                          "stage1_fraction": float(stage1_fraction),
                          "pseudo_confidence": float(pseudo_confidence),
+                         "weak_view_loss": bool(weak_view_loss),
                          "tone_augmentation": bool(tone_augmentation),
                          "precision": precision, "precision_used": precision_name(amp),
                          "val_fraction": val_fraction,
