@@ -74,7 +74,8 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                        components: dict[str, int] | None = None, strong_views: int = 2,
                        threads: int = 1, ema: float = 0.999, precision: str = "auto",
                        tone: bool = True, stage1_fraction: float = 0.5,
-                       pseudo_confidence: float = 0.0, weak_view_loss: bool = True) -> dict:
+                       warmup_fraction: float = 0.3, pseudo_confidence: float = 0.0,
+                       weak_view_loss: bool = True) -> dict:
     """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row.
 
     Sets ``threads`` torch threads first (it may run in a worker process of its own).
@@ -90,8 +91,8 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                   base_channels=base_channels, seed=seed, progress=False, loss=loss,
                   components=components, strong_views=strong_views, ema=ema,
                   precision=precision, tone_augmentation=tone,
-                  stage1_fraction=stage1_fraction, pseudo_confidence=pseudo_confidence,
-                  weak_view_loss=weak_view_loss)
+                  stage1_fraction=stage1_fraction, warmup_fraction=warmup_fraction,
+                  pseudo_confidence=pseudo_confidence, weak_view_loss=weak_view_loss)
     minutes_used = (time.monotonic() - start) / 60
     result = evaluate(model, test, organ_values, work / f"pred_{name}")
     config = json.loads((model / "config.json").read_text())
@@ -133,6 +134,13 @@ class RunGroup:
     csv_path: Path
 
 
+def run_entry(entry: tuple) -> tuple[list, str, dict]:
+    """A run's ``(dataset specs, method)`` or ``(dataset specs, method, options)`` as
+    ``(specs, method, options)`` (no options: an empty dict)."""
+    specs, method, *own = entry
+    return specs, method, dict(own[0]) if own else {}
+
+
 def run_groups(groups: Sequence[RunGroup], organ_values: dict[str, int], *, jobs: int = 1,
                **options: object) -> list[list[dict]]:
     """Train and evaluate the runs of several groups as one pool of ``jobs`` workers.
@@ -145,9 +153,12 @@ def run_groups(groups: Sequence[RunGroup], organ_values: dict[str, int], *, jobs
     Returns:
         Each group's rows, in the order of ``groups`` and of each group's runs.
     """
-    calls = [((name, specs, method, list(g.test), organ_values, g.work),
-              {**options, **(own[0] if own else {})})
-             for g in groups for name, (specs, method, *own) in g.runs.items()]
+    calls = []
+    for g in groups:
+        for name, entry in g.runs.items():
+            specs, method, own = run_entry(entry)
+            calls.append(((name, specs, method, list(g.test), organ_values, g.work),
+                          {**options, **own}))
     flat = iter(run_jobs(train_and_evaluate, calls, jobs))
     tables = []
     for g in groups:

@@ -39,11 +39,15 @@ from benchmarks._tables import write_csv
 from sparseseg.io import Case
 
 STRUCTURES = {"right_ventricle": 1, "myocardium": 2, "left_ventricle": 3}
-RUNS = ("partial", "cda", "ltuda", "ltuda-confident", "ltuda-strong-only", "full")
+RUNS = ("partial", "cda", "ltuda", "ltuda-confident", "ltuda-strong-only", "cda-late",
+        "ltuda-late", "full")
 """Runs: ``ltuda-confident`` is ``ltuda`` whose pseudo-labels are supervised only where the
 teacher is sure (``--pseudo-confidence``, :func:`sparseseg.ltuda.pseudo.confident_mask`);
 ``ltuda-strong-only`` is ``ltuda`` without the student's weak-view pass after the warm-up
-(``weak_view_loss=False``: more steps in the same time)."""
+(``weak_view_loss=False``: more steps in the same time); ``cda-late`` and ``ltuda-late`` train
+on partial labels alone for the first half of the run (``warmup_fraction=0.5``), so the
+teacher is better when its pseudo-labels start, then on the strong views alone (``ltuda-late``:
+stage 2 in the last fifth)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="strong CutMix views per batch in cda/ltuda (paper: 2)")
     parser.add_argument("--stage1-fraction", type=float, default=0.5,
                         help="fraction of an ltuda run (time) before stage 2 (1: stage 1 only)")
+    parser.add_argument("--warmup-fraction", type=float, default=0.3,
+                        help="fraction of a cda/ltuda run (time) on partial labels alone, "
+                        "before the teacher's pseudo-labels supervise")
     parser.add_argument("--pseudo-confidence", type=float, default=0.9,
                         help="teacher confidence below which ltuda-confident leaves a "
                         "pseudo-label pixel unsupervised")
@@ -192,6 +199,9 @@ def split_runs(wanted: list[str], of: Callable[[list[str]], list], train_p: list
         "ltuda-confident": (partial_specs, "ltuda",
                             {"pseudo_confidence": args.pseudo_confidence}),
         "ltuda-strong-only": (partial_specs, "ltuda", {"weak_view_loss": False}),
+        "cda-late": (partial_specs, "cda", {"weak_view_loss": False, "warmup_fraction": 0.5}),
+        "ltuda-late": (partial_specs, "ltuda", {"weak_view_loss": False, "warmup_fraction": 0.5,
+                                                "stage1_fraction": 0.8}),
     }
     if "full" in wanted:
         full = write_subset(work / "full", of(train_p), None)
@@ -207,7 +217,8 @@ def run_options(args: argparse.Namespace) -> dict:
     return {"minutes": args.minutes, "size": args.size, "base_channels": args.base_channels,
             "seed": args.seed, "loss": args.loss, "strong_views": args.strong_views,
             "threads": args.threads, "ema": args.ema, "precision": args.precision,
-            "tone": args.tone, "stage1_fraction": args.stage1_fraction}
+            "tone": args.tone, "stage1_fraction": args.stage1_fraction,
+            "warmup_fraction": args.warmup_fraction}
 
 
 def fold_summary(rows: list[dict], runs: list[str]) -> str:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._ltuda_common import evaluate, format_rows, write_subset
+from benchmarks._ltuda_common import evaluate, format_rows, run_entry, write_subset
 from benchmarks._tables import write_csv
 from benchmarks.ltuda_cardiac import (
     RUNS,
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                         "pseudo-label pixel unsupervised")
     parser.add_argument("--stage1-fraction", type=float, default=0.5,
                         help="fraction of an ltuda run (time) before stage 2 (1: stage 1 only)")
+    parser.add_argument("--warmup-fraction", type=float, default=0.3,
+                        help="fraction of a cda/ltuda run (time) on partial labels alone")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the CSVs")
@@ -130,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
               end="")
         runs = split_runs(methods, of, train_p, work, args)
         truth = Truth(work, of(train_p), of(test_p), structure_subsets(train_p), args.size)
-        for name, (specs, method, *own) in runs.items():
+        for name, entry in runs.items():
+            specs, method, own = run_entry(entry)
             snaps = Snapshots(work / f"snapshots_{name}")
             start = time.monotonic()
-            model = train_run(name, specs, method, work, args, snaps, **(own[0] if own else {}))
+            model = train_run(name, specs, method, work, args, snaps, **own)
             print(f"{name}: trained {(time.monotonic() - start) / 60:.1f} min, "
                   f"{len(snaps.rows)} epochs; scoring the epochs", flush=True)
             start = time.monotonic()
@@ -227,7 +230,9 @@ def train_run(name: str, specs: list, method: str, work: Path, args: argparse.Na
                  base_channels=args.base_channels, seed=args.seed, progress=False,
                  loss=args.loss, strong_views=args.strong_views, ema=args.ema,
                  precision=args.precision, tone_augmentation=args.tone,
-                 stage1_fraction=args.stage1_fraction, pseudo_confidence=pseudo_confidence,
+                 stage1_fraction=args.stage1_fraction,
+                 warmup_fraction=args.warmup_fraction,
+                 pseudo_confidence=pseudo_confidence,
                  weak_view_loss=weak_view_loss, on_epoch=snaps)
 
 

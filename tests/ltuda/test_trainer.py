@@ -152,6 +152,27 @@ def test_train_passes_stage1_fraction_and_records_it(tmp_path, phantom_sets):
                   epochs=1, size=32, base_channels=8, progress=False, stage1_fraction=bad)
 
 
+def test_train_passes_warmup_fraction_and_records_it(tmp_path, phantom_sets):
+    import inspect
+
+    from sparseseg.errors import SparsesegError
+
+    assert inspect.signature(train).parameters["warmup_fraction"].default == \
+        TrainConfig().warmup_fraction == 0.3
+    seen = []
+    model = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="cda",
+                  epochs=4, size=32, base_channels=8, progress=False, warmup_fraction=0.6,
+                  on_epoch=lambda result, trainer: seen.append(trainer.warming_up()))
+    config = json.loads((model / "config.json").read_text())
+    assert config["training"]["warmup_fraction"] == 0.6
+    # the last step of epochs 1-2 (progress < 0.6) is still in the warm-up, of 3-4 not
+    assert seen == [True, True, False, False]
+    for bad in (-0.1, 1.0):
+        with pytest.raises(SparsesegError, match="warmup_fraction"):
+            train(output=tmp_path / "bad", datasets=_specs(phantom_sets), method="cda",
+                  epochs=1, size=32, base_channels=8, progress=False, warmup_fraction=bad)
+
+
 def test_pseudo_confidence_masks_the_strong_views_pseudo_labels(phantom_sets, monkeypatch):
     # With pseudo_confidence the strong views' pseudo-label term is supervised only where the
     # teacher is sure; with 0 (the default, the paper) on every pixel.

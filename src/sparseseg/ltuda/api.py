@@ -56,6 +56,7 @@ def train(
     proto_pixels: int = 2048,
     ema: float = 0.999,
     stage1_fraction: float = 0.5,
+    warmup_fraction: float = 0.3,
     pseudo_confidence: float = 0.0,
     weak_view_loss: bool = True,
     tone_augmentation: bool = True,
@@ -108,6 +109,10 @@ def train(
             ``cda``. A stage-2 step costs about 1.6 stage-1 steps on a CPU
             (:mod:`sparseseg.ltuda.trainer`); 0.8 gave stage 1 that time but no better test
             Dice on Cardiac (docs/benchmarks.md, 2026-12-05).
+        warmup_fraction: Fraction of a ``cda`` or ``ltuda`` run (epochs or time) trained on
+            the partial labels alone before the teacher's pseudo-labels supervise (its weights
+            are averaged all along). Longer gives the pseudo-labels a better teacher and the
+            rest of the run less time; ``0``: pseudo-labels from the first step.
         pseudo_confidence: In ``cda`` and ``ltuda``, supervise the strong views' merged
             pseudo-labels only where the teacher is sure of each unlabeled organ (probability
             at least this or at most one minus it; :func:`sparseseg.ltuda.pseudo.confident_mask`);
@@ -152,7 +157,7 @@ def train(
                     batch_size=batch_size, strong_views=strong_views, proto_pixels=proto_pixels,
                     ema=ema, max_time=max_time, checkpoint_every=checkpoint_every, loss=loss,
                     val_fraction=val_fraction, stage1_fraction=stage1_fraction,
-                    pseudo_confidence=pseudo_confidence)
+                    warmup_fraction=warmup_fraction, pseudo_confidence=pseudo_confidence)
     datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(*d) for d in datasets]
     organs = validate_specs(datasets)
     components = dict(components or {})
@@ -183,6 +188,7 @@ def train(
                              dice=loss == "bce+dice", n_strong=int(strong_views),
                              proto_pixels=int(proto_pixels), ema=float(ema),
                              stage1_fraction=float(stage1_fraction),
+                             warmup_fraction=float(warmup_fraction),
                              pseudo_confidence=float(pseudo_confidence),
                              weak_view_loss=bool(weak_view_loss),
                              tone=bool(tone_augmentation), precision=precision)
@@ -196,6 +202,7 @@ def train(
                          "lr": lr, "batch_size": batch_size, "seed": seed, "loss": loss,
                          "strong_views": strong_views, "proto_pixels": proto_pixels, "ema": ema,
                          "stage1_fraction": float(stage1_fraction),
+                         "warmup_fraction": float(warmup_fraction),
                          "pseudo_confidence": float(pseudo_confidence),
                          "weak_view_loss": bool(weak_view_loss),
                          "tone_augmentation": bool(tone_augmentation),
@@ -237,7 +244,7 @@ def train(
 def _check_settings(*, method: str, epochs: int, size: int, base_channels: int,
                     batch_size: int, strong_views: int, proto_pixels: int, ema: float,
                     max_time: float | None, checkpoint_every: float | None, loss: str,
-                    val_fraction: float, stage1_fraction: float,
+                    val_fraction: float, stage1_fraction: float, warmup_fraction: float,
                     pseudo_confidence: float) -> None:
     """Refuse settings :func:`train` cannot use (before any data is read).
 
@@ -265,6 +272,8 @@ def _check_settings(*, method: str, epochs: int, size: int, base_channels: int,
         raise SparsesegError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if not 0 < stage1_fraction <= 1:
         raise SparsesegError(f"stage1_fraction must be in (0, 1], got {stage1_fraction}")
+    if not 0 <= warmup_fraction < 1:
+        raise SparsesegError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
     if not (pseudo_confidence == 0 or 0.5 < pseudo_confidence < 1):
         raise SparsesegError(f"pseudo_confidence must be 0 or in (0.5, 1), got {pseudo_confidence}")
 
