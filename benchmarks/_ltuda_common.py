@@ -75,7 +75,7 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                        threads: int = 1, ema: float = 0.999, precision: str = "auto",
                        tone: bool = True, stage1_fraction: float = 0.5,
                        warmup_fraction: float = 0.3, pseudo_confidence: float = 0.0,
-                       weak_view_loss: bool = True) -> dict:
+                       weak_view_loss: bool = True, val_group: str | None = None) -> dict:
     """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row.
 
     Sets ``threads`` torch threads first (it may run in a worker process of its own).
@@ -92,7 +92,8 @@ def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case]
                   components=components, strong_views=strong_views, ema=ema,
                   precision=precision, tone_augmentation=tone,
                   stage1_fraction=stage1_fraction, warmup_fraction=warmup_fraction,
-                  pseudo_confidence=pseudo_confidence, weak_view_loss=weak_view_loss)
+                  pseudo_confidence=pseudo_confidence, weak_view_loss=weak_view_loss,
+                  val_group=val_group)
     minutes_used = (time.monotonic() - start) / 60
     result = evaluate(model, test, organ_values, work / f"pred_{name}")
     config = json.loads((model / "config.json").read_text())

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-fraction", type=float, default=0.3,
                         help="fraction of a cda/ltuda run (time) on partial labels alone, "
                         "before the teacher's pseudo-labels supervise")
+    parser.add_argument("--val-group", default=None, metavar="REGEX",
+                        help="hold out whole patients for validation (e.g. 'patient\\d+'; "
+                        "default: frame by frame, so the other frame of a validation "
+                        "patient trains)")
     parser.add_argument("--pseudo-confidence", type=float, default=0.9,
                         help="teacher confidence below which ltuda-confident leaves a "
                         "pseudo-label pixel unsupervised")
@@ -218,7 +222,7 @@ def run_options(args: argparse.Namespace) -> dict:
             "seed": args.seed, "loss": args.loss, "strong_views": args.strong_views,
             "threads": args.threads, "ema": args.ema, "precision": args.precision,
             "tone": args.tone, "stage1_fraction": args.stage1_fraction,
-            "warmup_fraction": args.warmup_fraction}
+            "warmup_fraction": args.warmup_fraction, "val_group": args.val_group}
 
 
 def fold_summary(rows: list[dict], runs: list[str]) -> str:

@@ -133,7 +133,7 @@ def test_ltuda_cardiac_table(tmp_path):
     out = run_benchmark("ltuda_cardiac", "--data", str(data), "--minutes", "0.05",
                         "--methods", "partial,cda", "--test-patients", "1", "--size", "32",
                         "--base-channels", "4", "--strong-views", "1", "--ema", "0.99",
-                        "--warmup-fraction", "0.5",
+                        "--warmup-fraction", "0.5", "--val-group", r"patient\d+",
                         "--jobs", "2", "--out", str(tmp_path), "--work", str(tmp_path / "w"))
     rows = read_rows(tmp_path / "ltuda_cardiac.csv")
     check_ltuda_rows(rows, [("partial", "partial"), ("cda", "cda")], CARDIAC)
@@ -143,6 +143,9 @@ def test_ltuda_cardiac_table(tmp_path):
         assert config["size"] == 32 and config["base_channels"] == 4
         assert config["training"]["ema"] == 0.99 and config["training"]["strong_views"] == 1
         assert config["training"]["warmup_fraction"] == 0.5
+        val = config["training"]["val_cases"]  # whole patients: both frames of each
+        patients = {name.split("_")[0] for name in val}
+        assert val and len(val) == 2 * len(patients), val
         assert config["best_epoch"] == int(rows[["partial", "cda"].index(run)]["best_epoch"])
         # One test patient: its two frames are predicted.
         preds = sorted(p.name for p in (tmp_path / "w" / f"pred_{run}").iterdir())

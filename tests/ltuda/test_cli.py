@@ -57,3 +57,12 @@ def test_ema_outside_open_unit_interval_returns_2(tmp_path, capsys, phantom_sets
     err = capsys.readouterr().err
     assert "ema must be in (0, 1)" in err and err.count("\n") == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_bad_val_group_returns_2(tmp_path, capsys, phantom_sets):
+    code = main(["ltuda", "train", "-q", "-o", str(tmp_path / "m"),
+                 "--dataset", str(phantom_sets[0]), "liver=1", "--val-group", "patient("])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "val_group 'patient('" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()

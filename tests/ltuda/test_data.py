@@ -1,6 +1,14 @@
 import numpy as np
+import pytest
 
-from sparseseg.ltuda.data import SliceCase, SliceSampler, load_cases, split_validation
+from sparseseg.errors import SparsesegError
+from sparseseg.ltuda.data import (
+    SliceCase,
+    SliceSampler,
+    load_cases,
+    split_validation,
+    subject_pattern,
+)
 from sparseseg.ltuda.spec import DatasetSpec
 
 
@@ -19,6 +27,41 @@ def test_split_and_sampler_mix_datasets():
     images, targets, labeled = SliceSampler(train, 4, rng).batch()
     assert images.shape == (4, 1, 8, 8) and targets.shape == (4, 2, 8, 8)
     assert labeled.sum(0).tolist() == [2.0, 2.0]  # both datasets in every batch
+
+
+def _frames(n_patients=5):
+    return [_case(f"patient{p:03d}_frame{f:02d}", 0, [True, False])
+            for p in range(n_patients) for f in (1, 2)]
+
+
+def test_split_case_by_case_by_default():
+    # without a subject every case is drawn on its own, as it always was
+    cases = _frames()
+    train, val = split_validation(cases, 0.2, np.random.default_rng(0))
+    order = np.random.default_rng(0).permutation(len(cases))
+    assert val == [cases[i] for i in order[:2]]
+    assert train == [cases[i] for i in order[2:]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_keeps_a_patients_frames_on_one_side(seed):
+    cases = _frames()
+    train, val = split_validation(cases, 0.2, np.random.default_rng(seed),
+                                  subject=subject_pattern(r"patient\d+"))
+    patients = {c.name[:10] for c in val}
+    assert len(patients) == 1 and len(val) == 2  # a fifth of the 5 patients, both frames
+    assert not patients & {c.name[:10] for c in train}
+    assert len(train) == 8
+
+
+def test_subject_pattern_takes_the_first_group_and_keeps_unmatched_names_apart():
+    assert subject_pattern(r"patient\d+")("patient012_frame01") == "patient012"
+    assert subject_pattern(r"^([^_]+)_")("sub-07_ses-2") == "sub-07"
+    subject = subject_pattern(r"patient\d+")
+    assert subject("case_a") != subject("case_b")
+    assert subject("case_a") != subject("patient001")
+    with pytest.raises(SparsesegError, match="val_group"):
+        subject_pattern("patient(")
 
 
 def test_load_cases_masks_and_resizes(phantom_sets):

@@ -313,6 +313,21 @@ def test_without_weak_view_loss_only_the_strong_views_train_after_the_warm_up(ph
                    for a, b in zip(before, trainer.model.unet.parameters(), strict=True))
 
 
+def test_train_holds_out_whole_subjects_with_val_group(tmp_path, phantom_sets):
+    # phantom_000 .. phantom_002 in each set; the group "phantom_00" joins all three of a set,
+    # so a set cannot be split by subject and keeps everything for training
+    model = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="partial",
+                  epochs=1, size=32, base_channels=8, progress=False, val_fraction=0.4,
+                  val_group=r"phantom_00")
+    training = json.loads((model / "config.json").read_text())["training"]
+    assert training["val_group"] == "phantom_00" and training["val_cases"] == []
+    model = train(output=tmp_path / "n", datasets=_specs(phantom_sets), method="partial",
+                  epochs=1, size=32, base_channels=8, progress=False, val_fraction=0.4,
+                  val_group=r"phantom_\d+")
+    training = json.loads((model / "config.json").read_text())["training"]
+    assert len(training["val_cases"]) == 2  # one of each set's 3 subjects
+
+
 def test_train_records_weak_view_loss(tmp_path, phantom_sets):
     model = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="cda",
                   epochs=2, size=32, base_channels=8, progress=False, weak_view_loss=False)

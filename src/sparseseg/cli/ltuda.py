@@ -62,6 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fraction of each training dataset's cases held out for model selection",
     )
     train.add_argument(
+        "--val-group", metavar="REGEX", default=None,
+        help="regular expression naming a case's patient in its name (first match, or "
+        "first group), e.g. 'patient\\d+': a patient's cases are held out together, so "
+        "validation scores patients the network did not train on (default: case by case)",
+    )
+    train.add_argument(
         "--loss", choices=("bce", "bce+dice"), default="bce",
         help="supervised loss: the paper's partial BCE, or BCE plus a partial soft Dice "
         "(default: bce)",
@@ -126,6 +132,7 @@ def _train(args: argparse.Namespace) -> int:
         "size": args.size,
         "base_channels": args.base_channels,
         "val_fraction": args.val_fraction,
+        "val_group": args.val_group,
         "batch_size": args.batch_size,
         "strong_views": args.strong_views,
         "proto_pixels": args.proto_pixels,

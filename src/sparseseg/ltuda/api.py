@@ -46,6 +46,7 @@ def train(
     device: str = "auto",
     seed: int = 0,
     val_fraction: float = 0.2,
+    val_group: str | None = None,
     progress: bool = True,
     batch_size: int = 4,
     optimizer: str = "adam",
@@ -90,6 +91,11 @@ def train(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: Random seed.
         val_fraction: Fraction of each dataset's cases held out for model selection.
+        val_group: A regular expression naming a case's subject (patient) in its name (its
+            first match, or first group), e.g. ``patient\\d+`` for ACDC's
+            ``patient001_frame01``: cases of one subject are then held out together, so
+            validation scores patients the network did not train on. Default: cases are
+            held out one by one.
         progress: Show a tqdm progress bar.
         batch_size: Slices per step (paper: 4).
         optimizer: ``adam`` (default: learns within CPU budgets) or ``sgd`` (paper: lr 1e-3,
@@ -146,7 +152,7 @@ def train(
 
     from sparseseg import distributed
     from sparseseg.device import resolve_device
-    from sparseseg.ltuda.data import load_cases, split_validation
+    from sparseseg.ltuda.data import load_cases, split_validation, subject_pattern
     from sparseseg.ltuda.model import LTUDAModel
     from sparseseg.ltuda.network import default_depth
     from sparseseg.ltuda.trainer import TrainConfig, Trainer
@@ -158,6 +164,7 @@ def train(
                     ema=ema, max_time=max_time, checkpoint_every=checkpoint_every, loss=loss,
                     val_fraction=val_fraction, stage1_fraction=stage1_fraction,
                     warmup_fraction=warmup_fraction, pseudo_confidence=pseudo_confidence)
+    subject = subject_pattern(val_group) if val_group is not None else None
     datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(*d) for d in datasets]
     organs = validate_specs(datasets)
     components = dict(components or {})
@@ -175,7 +182,7 @@ def train(
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         cases = load_cases(datasets, organs, size)
-        train_cases, val_cases = split_validation(cases, val_fraction, rng)
+        train_cases, val_cases = split_validation(cases, val_fraction, rng, subject=subject)
         if not val_cases:
             log.warning("no validation cases (too few cases or val_fraction=0): keeping the "
                         "last epoch instead of the best")
@@ -207,7 +214,7 @@ def train(
                          "weak_view_loss": bool(weak_view_loss),
                          "tone_augmentation": bool(tone_augmentation),
                          "precision": precision, "precision_used": precision_name(amp),
-                         "val_fraction": val_fraction,
+                         "val_fraction": val_fraction, "val_group": val_group,
                          "val_cases": [c.name for c in val_cases]},
         }
         if dist.enabled:

@@ -9,14 +9,15 @@ network's square input; predictions are resized back to the original grid.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from sparseseg.errors import InputError
+from sparseseg.errors import InputError, SparsesegError
 from sparseseg.io import find_cases, read_label, read_volume, to_slices
 from sparseseg.ltuda.normalize import normalize_intensity
 from sparseseg.ltuda.spec import DatasetSpec
@@ -110,22 +111,59 @@ def load_cases(
 
 
 def split_validation(
-    cases: Sequence[SliceCase], fraction: float, rng: np.random.Generator
+    cases: Sequence[SliceCase], fraction: float, rng: np.random.Generator, *,
+    subject: Callable[[str], str] | None = None,
 ) -> tuple[list[SliceCase], list[SliceCase]]:
     """Hold out ``fraction`` of each dataset's cases (at least one if it has two or more).
 
     Validation uses only the training data's own partial labels; test data is never seen.
+
+    Args:
+        cases: The training datasets' cases.
+        fraction: Share of each dataset held out.
+        rng: Random generator.
+        subject: Names the subject (patient) of a case from its name. Cases of one subject
+            then stay on one side: ``fraction`` counts subjects, so that validation measures
+            patients the network did not train on (two frames of one patient are nearly the
+            same image). Default: every case is its own subject.
     """
     train, val = [], []
     for dataset in sorted({c.dataset for c in cases}):
         group = [c for c in cases if c.dataset == dataset]
-        n_val = round(fraction * len(group)) if fraction > 0 else 0
-        if fraction > 0 and len(group) >= 2:
-            n_val = min(max(n_val, 1), len(group) - 1)
-        order = rng.permutation(len(group))
-        val += [group[i] for i in order[:n_val]]
-        train += [group[i] for i in order[n_val:]]
+        units: dict[str, list[SliceCase]] = {}
+        for i, c in enumerate(group):
+            units.setdefault(subject(c.name) if subject else str(i), []).append(c)
+        members = list(units.values())
+        n_val = round(fraction * len(members)) if fraction > 0 else 0
+        if fraction > 0 and len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        order = rng.permutation(len(members))
+        val += [c for i in order[:n_val] for c in members[i]]
+        train += [c for i in order[n_val:] for c in members[i]]
     return train, val
+
+
+def subject_pattern(pattern: str) -> Callable[[str], str]:
+    """A ``subject`` for :func:`split_validation` from a regular expression.
+
+    The subject of a case is the first match of ``pattern`` in its name (its first group,
+    if it has one); a name without a match is a subject of its own.
+
+    Raises:
+        SparsesegError: ``pattern`` is not a valid regular expression.
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise SparsesegError(f"val_group {pattern!r} is not a regular expression: {err}") from None
+
+    def subject(name: str) -> str:
+        match = regex.search(name)
+        if match is None:
+            return f"\0{name}"  # its own subject, never equal to a matched one
+        return match.group(1) if regex.groups else match.group(0)
+
+    return subject
 
 
 class SliceSampler:
