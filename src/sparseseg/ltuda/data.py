@@ -161,7 +161,7 @@ def subject_pattern(pattern: str) -> Callable[[str], str]:
         match = regex.search(name)
         if match is None:
             return f"\0{name}"  # its own subject, never equal to a matched one
-        return match.group(1) if regex.groups else match.group(0)
+        return (match.group(1) if regex.groups else None) or match.group(0)
 
     return subject
 
