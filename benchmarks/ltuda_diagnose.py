@@ -219,21 +219,21 @@ def phase(trainer) -> str:
 
 
 def train_run(name: str, specs: list, method: str, work: Path, args: argparse.Namespace,
-              snaps: Snapshots, *, pseudo_confidence: float = 0.0,
-              weak_view_loss: bool = True) -> Path:
+              snaps: Snapshots, **options: object) -> Path:
     """Train one run as :func:`benchmarks._ltuda_common.train_and_evaluate` does, with the
-    snapshot hook; return its model folder."""
+    snapshot hook; return its model folder. ``options`` are the run's own
+    :func:`sparseseg.ltuda.train` settings (:func:`benchmarks.ltuda_cardiac.split_runs`);
+    they replace the command line's."""
     from sparseseg.ltuda import train
 
+    settings = {"stage1_fraction": args.stage1_fraction,
+                "warmup_fraction": args.warmup_fraction, **options}
     return train(output=work / f"model_{name}", datasets=specs, method=method,
                  epochs=10_000, max_time=args.minutes, size=args.size,
                  base_channels=args.base_channels, seed=args.seed, progress=False,
                  loss=args.loss, strong_views=args.strong_views, ema=args.ema,
                  precision=args.precision, tone_augmentation=args.tone,
-                 stage1_fraction=args.stage1_fraction,
-                 warmup_fraction=args.warmup_fraction,
-                 pseudo_confidence=pseudo_confidence,
-                 weak_view_loss=weak_view_loss, on_epoch=snaps)
+                 on_epoch=snaps, **settings)
 
 
 class Truth:

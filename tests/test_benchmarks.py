@@ -563,3 +563,35 @@ def test_ltuda_diagnose_scores_and_rank_correlation():
     assert rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
     assert rank_correlation([1, 1, 2], [5, 5, 6]) == pytest.approx(1)
     assert math.isnan(rank_correlation([1, 2], [1, 2]))
+
+
+def test_ltuda_diagnose_trains_every_run_with_its_own_options(monkeypatch, tmp_path):
+    # Each run of ltuda_cardiac.split_runs (cda-late: warm-up and weak view; ltuda-late: also
+    # stage1_fraction) is trained by ltuda_diagnose with its options over the command line's.
+    import argparse
+
+    from benchmarks._ltuda_common import run_entry
+    from benchmarks.ltuda_cardiac import split_runs
+    from benchmarks.ltuda_diagnose import train_run
+
+    import sparseseg.ltuda
+
+    monkeypatch.setattr("benchmarks.ltuda_cardiac.write_subset",
+                        lambda folder, cases, values: folder)
+    args = argparse.Namespace(minutes=1.0, size=32, base_channels=4, seed=0, loss="bce",
+                              strong_views=1, ema=0.99, precision="fp32", tone=True,
+                              stage1_fraction=0.5, warmup_fraction=0.3,
+                              pseudo_confidence=0.9)
+    calls = {}
+    monkeypatch.setattr(sparseseg.ltuda, "train", lambda **kw: calls.setdefault(
+        kw["output"].name, kw)["output"])
+    runs = split_runs(["ltuda", "cda-late", "ltuda-late"], lambda names: [], ["p1", "p2", "p3"],
+                      tmp_path, args)
+    for name, entry in runs.items():
+        specs, method, own = run_entry(entry)
+        train_run(name, specs, method, tmp_path, args, None, **own)
+    got = {name: (kw["method"], kw["warmup_fraction"], kw["stage1_fraction"],
+                  kw.get("weak_view_loss", True)) for name, kw in calls.items()}
+    assert got == {"model_ltuda": ("ltuda", 0.3, 0.5, True),
+                   "model_cda-late": ("cda", 0.5, 0.5, False),
+                   "model_ltuda-late": ("ltuda", 0.5, 0.8, False)}
