@@ -38,10 +38,13 @@ def test_train_cli_runs(tmp_path, phantom_sets, monkeypatch):
                  "--dataset", str(phantom_sets[1]), "spleen=2", "kidney=3",
                  "--method", "cda", "--epochs", "1", "--size", "16", "--base-channels", "4",
                  "--strong-views", "1", "--proto-pixels", "64", "--ema", "0.99",
-                 "--no-tone-augmentation"])
+                 "--no-tone-augmentation", "--warmup-fraction", "0.5", "--stage1-fraction",
+                 "0.8", "--no-weak-view-loss", "--pseudo-confidence", "0.9"])
     assert code == 0
     training = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
     assert training["strong_views"] == 1 and training["proto_pixels"] == 64
+    assert training["warmup_fraction"] == 0.5 and training["stage1_fraction"] == 0.8
+    assert training["weak_view_loss"] is False and training["pseudo_confidence"] == 0.9
     assert training["ema"] == 0.99 and training["tone_augmentation"] is False
     assert decays and set(decays) == {0.99}  # the teacher is updated with the decay asked for
     assert main(["ltuda", "predict", "-q", "-m", str(tmp_path / "m"), "-i",
@@ -65,4 +68,18 @@ def test_bad_val_group_returns_2(tmp_path, capsys, phantom_sets):
     assert code == 2
     err = capsys.readouterr().err
     assert "val_group 'patient('" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--warmup-fraction", "1", "warmup_fraction must be in [0, 1)"),
+    ("--stage1-fraction", "0", "stage1_fraction must be in (0, 1]"),
+    ("--pseudo-confidence", "0.3", "pseudo_confidence must be 0 or in (0.5, 1)"),
+])
+def test_bad_schedule_option_returns_2(tmp_path, capsys, phantom_sets, option, value, message):
+    code = main(["ltuda", "train", "-q", "-o", str(tmp_path / "m"),
+                 "--dataset", str(phantom_sets[0]), "liver=1", option, value])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
     assert not (tmp_path / "m").exists()
