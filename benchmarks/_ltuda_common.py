@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,32 +68,43 @@ def evaluate(model: Path, test: Sequence[Case], organ_values: dict[str, int],
     return result
 
 
+def train_model(name: str, specs: list, method: str, work: Path, *, minutes: float,
+                size: int, base_channels: int, seed: int, loss: str = "bce",
+                components: dict[str, int] | None = None, strong_views: int = 2,
+                ema: float = 0.999, precision: str = "auto", tone: bool = True,
+                stage1_fraction: float = 0.5, warmup_fraction: float = 0.3,
+                pseudo_confidence: float = 0.0, weak_view_loss: bool = True,
+                val_group: str | None = None, on_epoch: Callable | None = None) -> Path:
+    """Train one run into ``work/model_NAME`` with the benchmarks' settings; return the folder.
+
+    The one place where a benchmark's options become :func:`sparseseg.ltuda.train` arguments
+    (time-limited, no progress bar, ``on_epoch`` passed through).
+    """
+    from sparseseg.ltuda import train
+
+    return train(output=work / f"model_{name}", datasets=specs, method=method,
+                 epochs=10_000, max_time=minutes, size=size,
+                 base_channels=base_channels, seed=seed, progress=False, loss=loss,
+                 components=components, strong_views=strong_views, ema=ema,
+                 precision=precision, tone_augmentation=tone,
+                 stage1_fraction=stage1_fraction, warmup_fraction=warmup_fraction,
+                 pseudo_confidence=pseudo_confidence, weak_view_loss=weak_view_loss,
+                 val_group=val_group, on_epoch=on_epoch)
+
+
 def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case],
-                       organ_values: dict[str, int], work: Path, *, minutes: float, size: int,
-                       base_channels: int, seed: int, loss: str = "bce",
-                       components: dict[str, int] | None = None, strong_views: int = 2,
-                       threads: int = 1, ema: float = 0.999, precision: str = "auto",
-                       tone: bool = True, stage1_fraction: float = 0.5,
-                       warmup_fraction: float = 0.3, pseudo_confidence: float = 0.0,
-                       weak_view_loss: bool = True, val_group: str | None = None) -> dict:
+                       organ_values: dict[str, int], work: Path, *, threads: int = 1,
+                       **settings: object) -> dict:
     """Train one run into ``work/model_NAME``, predict ``work/pred_NAME``, return its row.
 
-    Sets ``threads`` torch threads first (it may run in a worker process of its own).
+    Sets ``threads`` torch threads first (it may run in a worker process of its own);
+    ``settings`` are :func:`train_model`'s keyword arguments.
     """
     import torch
 
-    from sparseseg.ltuda import train
-
     torch.set_num_threads(threads)
     start = time.monotonic()
-    model = train(output=work / f"model_{name}", datasets=specs, method=method,
-                  epochs=10_000, max_time=minutes, size=size,
-                  base_channels=base_channels, seed=seed, progress=False, loss=loss,
-                  components=components, strong_views=strong_views, ema=ema,
-                  precision=precision, tone_augmentation=tone,
-                  stage1_fraction=stage1_fraction, warmup_fraction=warmup_fraction,
-                  pseudo_confidence=pseudo_confidence, weak_view_loss=weak_view_loss,
-                  val_group=val_group)
+    model = train_model(name, specs, method, work, **settings)
     minutes_used = (time.monotonic() - start) / 60
     result = evaluate(model, test, organ_values, work / f"pred_{name}")
     config = json.loads((model / "config.json").read_text())

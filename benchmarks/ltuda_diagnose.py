@@ -48,7 +48,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._ltuda_common import evaluate, format_rows, run_entry, write_subset
+from benchmarks._ltuda_common import (
+    evaluate,
+    format_rows,
+    run_entry,
+    train_model,
+    write_subset,
+)
 from benchmarks._tables import write_csv
 from benchmarks.ltuda_cardiac import (
     RUNS,
@@ -56,6 +62,7 @@ from benchmarks.ltuda_cardiac import (
     patient_folds,
     patient_of,
     patient_order,
+    run_options,
     split_runs,
     structure_subsets,
 )
@@ -91,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fraction of an ltuda run (time) before stage 2 (1: stage 1 only)")
     parser.add_argument("--warmup-fraction", type=float, default=0.3,
                         help="fraction of a cda/ltuda run (time) on partial labels alone")
+    parser.add_argument("--val-group", metavar="REGEX", default=None,
+                        help="hold out whole patients for validation (e.g. 'patient\\d+')")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the CSVs")
@@ -221,19 +230,11 @@ def phase(trainer) -> str:
 def train_run(name: str, specs: list, method: str, work: Path, args: argparse.Namespace,
               snaps: Snapshots, **options: object) -> Path:
     """Train one run as :func:`benchmarks._ltuda_common.train_and_evaluate` does, with the
-    snapshot hook; return its model folder. ``options`` are the run's own
-    :func:`sparseseg.ltuda.train` settings (:func:`benchmarks.ltuda_cardiac.split_runs`);
-    they replace the command line's."""
-    from sparseseg.ltuda import train
-
-    settings = {"stage1_fraction": args.stage1_fraction,
-                "warmup_fraction": args.warmup_fraction, **options}
-    return train(output=work / f"model_{name}", datasets=specs, method=method,
-                 epochs=10_000, max_time=args.minutes, size=args.size,
-                 base_channels=args.base_channels, seed=args.seed, progress=False,
-                 loss=args.loss, strong_views=args.strong_views, ema=args.ema,
-                 precision=args.precision, tone_augmentation=args.tone,
-                 on_epoch=snaps, **settings)
+    snapshot hook; return its model folder. ``options`` are the run's own settings
+    (:func:`benchmarks.ltuda_cardiac.split_runs`); they replace the command line's."""
+    settings = {**run_options(args), **options}
+    settings.pop("threads")  # set once for the whole process in main()
+    return train_model(name, specs, method, work, on_epoch=snaps, **settings)
 
 
 class Truth:

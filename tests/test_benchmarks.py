@@ -581,7 +581,7 @@ def test_ltuda_diagnose_trains_every_run_with_its_own_options(monkeypatch, tmp_p
     args = argparse.Namespace(minutes=1.0, size=32, base_channels=4, seed=0, loss="bce",
                               strong_views=1, ema=0.99, precision="fp32", tone=True,
                               stage1_fraction=0.5, warmup_fraction=0.3,
-                              pseudo_confidence=0.9)
+                              pseudo_confidence=0.9, threads=1, val_group=r"patient\d+")
     calls = {}
     monkeypatch.setattr(sparseseg.ltuda, "train", lambda **kw: calls.setdefault(
         kw["output"].name, kw)["output"])
@@ -595,3 +595,6 @@ def test_ltuda_diagnose_trains_every_run_with_its_own_options(monkeypatch, tmp_p
     assert got == {"model_ltuda": ("ltuda", 0.3, 0.5, True),
                    "model_cda-late": ("cda", 0.5, 0.5, False),
                    "model_ltuda-late": ("ltuda", 0.5, 0.8, False)}
+    # the command line's other settings reach every run, as in ltuda_cardiac
+    assert {kw["val_group"] for kw in calls.values()} == {r"patient\d+"}
+    assert {kw["max_time"] for kw in calls.values()} == {1.0}
