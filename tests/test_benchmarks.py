@@ -598,3 +598,45 @@ def test_ltuda_diagnose_trains_every_run_with_its_own_options(monkeypatch, tmp_p
     # the command line's other settings reach every run, as in ltuda_cardiac
     assert {kw["val_group"] for kw in calls.values()} == {r"patient\d+"}
     assert {kw["max_time"] for kw in calls.values()} == {1.0}
+
+
+def _folds_csv(path: Path, runs: dict[str, list[float]]) -> Path:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["fold", "run", "mean"])
+        writer.writeheader()
+        for run, means in runs.items():
+            writer.writerows({"fold": f, "run": run, "mean": m} for f, m in enumerate(means))
+    return path
+
+
+def test_ltuda_pool_pairs_folds_across_splits(tmp_path):
+    from benchmarks.ltuda_pool import paired, read_folds
+
+    a = _folds_csv(tmp_path / "a.csv", {"partial": [0.70, 0.80], "cda": [0.74, 0.79]})
+    b = _folds_csv(tmp_path / "b.csv", {"partial": [0.82, 0.78]})
+    c = _folds_csv(tmp_path / "c.csv", {"cda": [0.80, 0.70]})
+    # b and c are one patient split: their folds pair; a's fold 0 is another fold than b's
+    got = paired(read_folds([a, b, c], ["s0", "s1", "s1"]), "cda")
+    diffs = np.array([0.04, -0.01, -0.02, -0.08])
+    assert got.folds == 4 and got.ahead == 1
+    assert got.diff == pytest.approx(diffs.mean())
+    assert got.sd == pytest.approx(diffs.std(ddof=1))
+    half = 3.182446 * diffs.std(ddof=1) / 2  # t(0.975, 3) * sd / sqrt(4)
+    assert (got.low, got.high) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    assert got.mean == pytest.approx(np.mean([0.74, 0.79, 0.80, 0.70]))
+    # without split labels every file is its own split: c has no partial to pair with
+    assert paired(read_folds([a, b, c]), "cda").folds == 2
+
+
+def test_ltuda_pool_cli_rejects_a_file_without_the_columns(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("fold,run\n0,partial\n")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.ltuda_pool", str(bad)],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"{bad}: no column(s) mean" in proc.stderr and "Traceback" not in proc.stderr
+    good = _folds_csv(tmp_path / "good.csv", {"partial": [0.7, 0.8], "ltuda": [0.75, 0.8]})
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.ltuda_pool", str(good)],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "| ltuda | 2 | 0.775 | +0.025 | 0.035 |" in proc.stdout

@@ -34,8 +34,9 @@
   mixed partial labels still supervise every labeled pixel they hold. A step then costs two
   U-Net passes and one backward instead of three passes and two backwards, so on a CPU budget
   the method trains more steps. With ``warmup_fraction=0.5`` and method ``cda`` it was
-  +0.019 over ``partial`` in a paired four-fold Cardiac cross-validation (sd 0.024,
-  docs/benchmarks.md, 2026-12-06); alone, with ``ltuda``'s defaults, +0.003.
+  +0.019 over ``partial`` in a paired four-fold Cardiac cross-validation (sd 0.024), and
+  -0.039 on another patient split (behind in all four folds; docs/benchmarks.md,
+  2026-12-06): no reliable gain. Alone, with ``ltuda``'s defaults, +0.003.
 * ``cda`` and ``ltuda`` also validate the mean teacher (its linear classifier) each epoch: an
   EMA of the weights often segments better than the student it averages, and when it validates
   best its weights are the ones saved.
