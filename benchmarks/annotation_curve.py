@@ -53,6 +53,7 @@ from sparseseg import oneseg
 from sparseseg.io import SLICE_AXIS, Case, Volume, find_cases, read_label, read_volume
 from sparseseg.metrics import dice
 from sparseseg.oneseg.annotation import SliceAnnotation
+from sparseseg.oneseg.intensity import INTENSITY_WEIGHT
 from sparseseg.oneseg.model import OneSegModel
 
 DATASETS = {
@@ -85,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--criterion", default="gain",
                         help="suggest criterion (gain, uncertainty, distance)")
     parser.add_argument("--fusion", default="union", help="fusion between slices")
+    parser.add_argument("--intensity-weight", type=float, default=INTENSITY_WEIGHT,
+                        help="weight of the scan's intensities in the label decision "
+                        "(0: the propagation's argmax, as before 2026-12-06)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many cases")
     parser.add_argument("--labels", default=None, help="structures to score (default: all)")
     parser.add_argument("--tag", default="", help="suffix of the output file names")
@@ -109,15 +113,16 @@ def _score(pred: np.ndarray, mask: np.ndarray) -> float:
 
 
 def _propagate(model: OneSegModel, image: Volume, ann: SliceAnnotation, method: str,
-               fusion: str) -> np.ndarray:
+               fusion: str, intensity_weight: float = INTENSITY_WEIGHT) -> np.ndarray:
     return oneseg.propagate(model=model if method == "oneseg" else None, image=image,
-                            annotation=ann, method=method, fusion=fusion, device="cpu").array
+                            annotation=ann, method=method, fusion=fusion,
+                            intensity_weight=intensity_weight, device="cpu").array
 
 
 def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, methods: list[str],
                    strategies: list[str], reg_strategies: set[str], n_max: int,
-                   criterion: str, fusion: str, seed: int, start_at: str = "middle"
-                   ) -> list[dict]:
+                   criterion: str, fusion: str, seed: int, start_at: str = "middle",
+                   intensity_weight: float = INTENSITY_WEIGHT) -> list[dict]:
     """All rows of one structure of one case."""
     stack = np.moveaxis(mask, SLICE_AXIS, 0)
     present = np.flatnonzero(stack.reshape(stack.shape[0], -1).any(axis=1))
@@ -135,7 +140,8 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
                 continue
             if strategy == "suggest" and method != "interpolation":
                 curve, suggested[method] = _suggest_curve(model, image, mask, method, start,
-                                                          n_max, criterion, fusion)
+                                                          n_max, criterion, fusion,
+                                                          intensity_weight)
                 rows += curve
                 continue
             if strategy == "suggest" and "oneseg" not in suggested:
@@ -149,7 +155,8 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
                 if len(ks) < n:
                     break  # the structure has fewer slices than that
                 t0 = time.monotonic()
-                pred = _propagate(model, image, _annotation(mask, ks), method, fusion)
+                pred = _propagate(model, image, _annotation(mask, ks), method, fusion,
+                                  intensity_weight)
                 rows.append({"method": method, "strategy": strategy, "n": n,
                              "slices": " ".join(map(str, ks)), "dice": _score(pred, mask),
                              "seconds": time.monotonic() - t0})
@@ -157,8 +164,8 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
 
 
 def _suggest_curve(model: OneSegModel, image: Volume, mask: np.ndarray, method: str,
-                   start: int, n_max: int, criterion: str, fusion: str
-                   ) -> tuple[list[dict], list[int]]:
+                   start: int, n_max: int, criterion: str, fusion: str,
+                   intensity_weight: float = INTENSITY_WEIGHT) -> tuple[list[dict], list[int]]:
     """Start at ``start``, then add the slice ``method``'s own propagation suggests, until
     ``n_max`` slices; the rows and the slices in the order they were added."""
     ks = [start]
@@ -167,7 +174,8 @@ def _suggest_curve(model: OneSegModel, image: Volume, mask: np.ndarray, method: 
         t0 = time.monotonic()
         found = oneseg.suggest(model=model if method == "oneseg" else None, image=image,
                                annotation=_annotation(mask, ks), method=method,
-                               criterion=criterion, fusion=fusion, device="cpu")
+                               criterion=criterion, fusion=fusion,
+                               intensity_weight=intensity_weight, device="cpu")
         rows.append({"method": method, "strategy": "suggest", "n": n,
                      "slices": " ".join(map(str, sorted(ks))),
                      "dice": _score(found.labels.array, mask),
@@ -228,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                                     strategies=strategies, reg_strategies=reg,
                                     n_max=args.slices, criterion=args.criterion,
                                     fusion=args.fusion, seed=args.seed + ci,
-                                    start_at=args.start):
+                                    start_at=args.start,
+                                    intensity_weight=args.intensity_weight):
                 rows.append({"case": case.name, "structure": value or 1, **r})
                 logging.info("%s %s %s %s n=%d [%s] dice=%.3f %.1fs", case.name, value or 1,
                              r["method"], r["strategy"], r["n"], r["slices"], r["dice"],
@@ -240,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     columns += [(f"n{n}", f"{n} slice{'s' if n > 1 else ''}", ".3f")
                 for n in range(1, args.slices + 1)]
     print(f"\n{args.dataset}: mean Dice vs annotated slices ({len(cases)} cases, "
-          f"fusion {args.fusion}, suggest criterion {args.criterion}, suggest and random "
+          f"fusion {args.fusion}, intensity weight {args.intensity_weight:g}, "
+          f"suggest criterion {args.criterion}, suggest and random "
           f"start at the {args.start} slice)")
     print(format_table(table, columns))
     chart = _plot.line_chart(

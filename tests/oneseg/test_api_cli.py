@@ -153,6 +153,10 @@ def test_cli_bad_inputs_exit_2_without_output(tiny_model, phantom_folder, tmp_pa
         (base + ["-a", str(tmp_path / "one.nii.gz"), "--slice", "4", "--method",
                  "interpolation"], "at least 2 annotated slices"),
         (base + ["-a", str(tmp_path / "missing.nii.gz")], "no such file"),
+        (base + ["-a", str(tmp_path / "two.nii.gz"), "--intensity-weight", "-1"],
+         "--intensity-weight needs a number >= 0, got -1"),
+        (base + ["-a", str(tmp_path / "two.nii.gz"), "--intensity-weight", "nan"],
+         "--intensity-weight needs a number >= 0"),
         (
             [
                 "oneseg",

@@ -40,6 +40,7 @@ class StepPropagator(HardPropagator):
 
 
 def _run(image, slices: dict, step, **kwargs) -> np.ndarray:
+    kwargs.setdefault("intensity_weight", 0)  # the chain and fusion themselves
     ann = SliceAnnotation(slices, n_slices=image.shape[2])
     return propagate_annotation(image, ann, StepPropagator(step), **kwargs).labels
 
@@ -116,7 +117,8 @@ def test_each_label_propagates_between_its_own_slices() -> None:
     spleen[12:18, 12:18] = 2
     result = propagate_annotation(
         image, SliceAnnotation({2: liver, 10: liver.copy(), 6: spleen}, n_slices=13),
-        StepPropagator(lambda k, nxt, cur: cur.copy()), keep_largest=False)
+        StepPropagator(lambda k, nxt, cur: cur.copy()), keep_largest=False,
+        intensity_weight=0)
     out = result.labels
     for k in range(13):
         assert (out[2:8, 2:8, k] == 1).all(), k  # label 1 everywhere (copied unchanged)
@@ -146,7 +148,7 @@ def test_chains_that_disagree_are_recorded_and_split_at_the_middle() -> None:
     b[5:] = 1
     result = propagate_annotation(image, SliceAnnotation({0: a, 10: b}, n_slices=11),
                                   StepPropagator(lambda k, nxt, cur: cur.copy()),
-                                  keep_largest=False, fusion="distance")
+                                  keep_largest=False, fusion="distance", intensity_weight=0)
     assert (result.disagreement[1:10] == 100).all()
     assert result.disagreement[0] == 0 and result.disagreement[10] == 0
     assert (result.labels[:, :, 3] == a).all() and (result.labels[:, :, 7] == b).all()
@@ -289,8 +291,10 @@ def test_propagate_without_anchor_is_the_papers_chain(
 ) -> None:
     image, truth, k, ann = _liver_slice_annotation(phantom_folder)
     model = OneSegModel.load(tiny_model)
-    got = oneseg.propagate(model=model, image=image, annotation=ann, anchor=False, device="cpu")
-    anchored = oneseg.propagate(model=model, image=image, annotation=ann, device="cpu")
+    got = oneseg.propagate(model=model, image=image, annotation=ann, anchor=False,
+                           intensity_weight=0, device="cpu")
+    anchored = oneseg.propagate(model=model, image=image, annotation=ann, intensity_weight=0,
+                                device="cpu")
     # The paper's chain by hand: each slice copied from the previous one only, argmax.
     classes = np.unique(ann).astype(np.int64)
     prop = OneSegPropagator(model, image.array, anchor=False)

@@ -210,6 +210,7 @@ METHOD_CHOICES = ("oneseg", "registration", "copy", "interpolation")
 PROPAGATOR_CHOICES = ("oneseg", "registration", "copy")
 CRITERION_CHOICES = ("gain", "uncertainty", "distance")
 FUSION_CHOICES = ("union", "distance", "nearest")
+INTENSITY_WEIGHT = 1.0  # sparseseg.oneseg.intensity.INTENSITY_WEIGHT (not imported: torch)
 
 
 def _add_annotation_options(parser: argparse.ArgumentParser, *, batch: bool) -> None:
@@ -244,6 +245,14 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="copy each slice from the last propagated slice only (the paper); by default "
         "every step also copies from the annotated slice",
+    )
+    parser.add_argument(
+        "--intensity-weight", type=float, default=INTENSITY_WEIGHT, metavar="W",
+        help="weight of the scan's own intensities, learned from the annotated slices (inside "
+        "each outline against a band around it), in the final label decision; the "
+        "propagated probabilities are smoothed a little in 3D first "
+        f"(default {INTENSITY_WEIGHT:g}; 0: the propagation's most probable label, as "
+        "before; not used by copy and interpolation)",
     )
     parser.add_argument(
         "--adapt", type=float, default=0.0, metavar="SECONDS",
@@ -319,6 +328,7 @@ def run_propagate(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         adapt=args.adapt,
         adapt_mode=args.adapt_mode,
+        intensity_weight=args.intensity_weight,
         device=args.device,
         progress=not args.quiet,
         preview=args.preview,
@@ -353,6 +363,7 @@ def run_suggest(args: argparse.Namespace) -> int:
         keep_largest=args.keep_largest,
         adapt=args.adapt,
         adapt_mode=args.adapt_mode,
+        intensity_weight=args.intensity_weight,
         device=args.device,
         progress=not args.quiet,
         confidence=args.confidence,
@@ -395,6 +406,7 @@ def run_propagate_batch(args: argparse.Namespace) -> int:
         method=args.method,
         adapt=args.adapt,
         adapt_mode=args.adapt_mode,
+        intensity_weight=args.intensity_weight,
         device=args.device,
         progress=not args.quiet,
         **batch_options(args),

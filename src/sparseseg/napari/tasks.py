@@ -88,6 +88,13 @@ def painted_annotation(annotation: np.ndarray, painted: Iterable[int] | None
                            n_slices=stack.shape[0])
 
 
+def _weight(intensity_weight: float | None) -> float:
+    """The intensity weight to use (``None``: sparseseg's default)."""
+    from sparseseg.oneseg.intensity import INTENSITY_WEIGHT
+
+    return INTENSITY_WEIGHT if intensity_weight is None else intensity_weight
+
+
 def propagate_labels(
     *,
     image: Volume,
@@ -98,6 +105,7 @@ def propagate_labels(
     progress: Progress | None = None,
     painted: Iterable[int] | None = None,
     adapt: bool = False,
+    intensity_weight: float | None = None,
 ) -> np.ndarray:
     """Propagate the painted slices through the volume.
 
@@ -112,6 +120,8 @@ def propagate_labels(
         painted: The slices the user painted (:func:`painted_annotation`).
         adapt: First tune a copy of the OneSeg model to the painted slices (guided test-time
             adaptation, :func:`sparseseg.oneseg.adapt`; 1-5 s).
+        intensity_weight: Weight of the scan's intensities in the label decision (``None``:
+            the default, :data:`sparseseg.oneseg.intensity.INTENSITY_WEIGHT`).
 
     Returns:
         The propagated labels in layer order (painted slices as returned by the API; the
@@ -131,6 +141,7 @@ def propagate_labels(
         annotation=painted_annotation(annotation, painted),
         method=method,
         adapt=ADAPT_CAP if adapt and method == "oneseg" else 0.0,
+        intensity_weight=_weight(intensity_weight),
         device=device,
         progress=progress or False,
     )
@@ -147,6 +158,7 @@ def suggest_slice(
     progress: Progress | None = None,
     painted: Iterable[int] | None = None,
     adapt: bool = False,
+    intensity_weight: float | None = None,
 ) -> SliceSuggestion:
     """The slice to paint next.
 
@@ -163,6 +175,7 @@ def suggest_slice(
         progress: Called with ``(done, total)`` after each propagated slice.
         painted: The slices the user painted (:func:`painted_annotation`).
         adapt: As for :func:`propagate_labels`.
+        intensity_weight: As for :func:`propagate_labels`.
 
     Raises:
         SparsesegError: Bad model folder or annotation, or no ``suggest`` in this sparseseg.
@@ -178,6 +191,7 @@ def suggest_slice(
                            annotation=painted_annotation(annotation, painted),
                            method=method,
                            adapt=ADAPT_CAP if adapt and method == "oneseg" else 0.0,
+                           intensity_weight=_weight(intensity_weight),
                            device=device, progress=progress or False)
     return SliceSuggestion(int(found.slice), "suggest", np.asarray(found.confidence),
                            to_display(found.labels.array))

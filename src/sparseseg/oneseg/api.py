@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from sparseseg.oneseg.adaptation import AdaptConfig, adapt_model
 from sparseseg.oneseg.annotation import SliceAnnotation, annotated_slices, read_annotation
 from sparseseg.oneseg.baselines import METHODS, PROPAGATORS, baseline_propagator
 from sparseseg.oneseg.guided_adaptation import GuidedAdaptConfig, adapt_to_annotation
+from sparseseg.oneseg.intensity import INTENSITY_WEIGHT
 from sparseseg.oneseg.interpolation import interpolate
 from sparseseg.oneseg.model import (
     DEFAULT_MODEL_DIR,
@@ -393,8 +395,8 @@ def _as_annotation(annotation: AnnotationInput, vol: Volume,
     return read_annotation(annotation, vol, index=slice_index)
 
 
-def _check_options(method: str, fusion: str, adapt: float = 0.0, adapt_mode: str = "guided"
-                   ) -> None:
+def _check_options(method: str, fusion: str, adapt: float = 0.0, adapt_mode: str = "guided",
+                   intensity_weight: float = INTENSITY_WEIGHT) -> None:
     if fusion not in FUSIONS:
         raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
     if method not in METHODS:
@@ -405,6 +407,8 @@ def _check_options(method: str, fusion: str, adapt: float = 0.0, adapt_mode: str
         raise InputError(f"--adapt fine-tunes the OneSeg model; method {method!r} has none")
     if adapt_mode not in ADAPT_MODES:
         raise InputError(f"unknown adaptation mode {adapt_mode!r} ({', '.join(ADAPT_MODES)})")
+    if not (math.isfinite(intensity_weight) and intensity_weight >= 0):
+        raise InputError(f"--intensity-weight needs a number >= 0, got {intensity_weight}")
 
 
 def _progress_function(progress: bool | ProgressFunction, desc: str
@@ -438,6 +442,7 @@ def _run(
     progress: bool | ProgressFunction,
     adapt_seconds: float = 0.0,
     adapt_mode: str = "guided",
+    intensity_weight: float = INTENSITY_WEIGHT,
 ) -> Propagation:
     """Propagate ``annotation`` through ``vol`` with a slice-by-slice method (OneSeg's model
     first adapted to the volume, :func:`adapt`, when ``adapt_seconds`` is positive)."""
@@ -453,10 +458,12 @@ def _run(
         else:
             propagator = baseline_propagator(method, vol.array)
         report, close = _progress_function(progress, "propagating")
+        # ``copy`` stays what it says: the annotated slice, unchanged, on every slice.
+        weight = 0.0 if method == "copy" else intensity_weight
         try:
             return propagate_annotation(vol.array, annotation, propagator, fusion=fusion,
                                         verify=verify, keep_largest=keep_largest,
-                                        progress=report)
+                                        intensity_weight=weight, progress=report)
         finally:
             close()
 
@@ -475,6 +482,7 @@ def propagate(
     fusion: str = "union",
     adapt: float = 0.0,
     adapt_mode: str = "guided",
+    intensity_weight: float = INTENSITY_WEIGHT,
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     preview: PathLike | None = None,
@@ -508,6 +516,10 @@ def propagate(
         adapt: Seconds of test-time adaptation of the OneSeg model on this volume before
             propagating (:func:`adapt`; ``0``: none; for ``guided``, a cap on its 10 steps).
         adapt_mode: ``guided`` (by the annotation) or ``self`` (label-free) (:func:`adapt`).
+        intensity_weight: Weight of the scan's own intensities, learned from the annotated
+            slices, in the final label decision (:mod:`sparseseg.oneseg.intensity`; ``0``:
+            the propagation's most probable label; not used by ``copy`` and
+            ``interpolation``).
         device: Where to compute.
         progress: Show a progress bar, or a callback ``progress(done, total)`` called after
             each propagated slice.
@@ -521,7 +533,7 @@ def propagate(
     Raises:
         InputError: Bad annotation or volume (see the CLI docs).
     """
-    _check_options(method, fusion, adapt, adapt_mode)
+    _check_options(method, fusion, adapt, adapt_mode, intensity_weight)
     if preview is not None:
         from sparseseg.viz import check_png_path  # only with a preview: viz loads scipy
 
@@ -534,8 +546,8 @@ def propagate(
     else:
         result = _run(model=model, vol=vol, annotation=ann, method=method, verify=verify,
                       keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                      progress=progress, adapt_seconds=adapt,
-                  adapt_mode=adapt_mode).labels
+                      progress=progress, adapt_seconds=adapt, adapt_mode=adapt_mode,
+                      intensity_weight=intensity_weight).labels
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)
@@ -587,6 +599,7 @@ def suggest(
     keep_largest: bool = True,
     adapt: float = 0.0,
     adapt_mode: str = "guided",
+    intensity_weight: float = INTENSITY_WEIGHT,
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     confidence: PathLike | None = None,
@@ -609,6 +622,8 @@ def suggest(
         keep_largest: As for :func:`propagate`.
         adapt: As for :func:`propagate`.
         adapt_mode: As for :func:`propagate`.
+        intensity_weight: As for :func:`propagate` (the labels only; the suggestion is
+            scored on the propagation's own doubt).
         device: Where to compute.
         progress: Show a progress bar, or a ``progress(done, total)`` callback.
         confidence: Also write the per-slice table (:meth:`Suggestion.table`) to this CSV.
@@ -620,7 +635,7 @@ def suggest(
         InputError: Bad annotation or volume, every slice annotated, or a method that does
             not propagate.
     """
-    _check_options(method, fusion, adapt, adapt_mode)
+    _check_options(method, fusion, adapt, adapt_mode, intensity_weight)
     if method not in PROPAGATORS:
         raise InputError(f"suggest needs a propagating method ({', '.join(PROPAGATORS)}), "
                          f"not {method!r}")
@@ -638,8 +653,8 @@ def suggest(
         raise InputError("every slice is annotated: nothing left to suggest", vol.path)
     result = _run(model=model, vol=vol, annotation=ann, method=method, verify=False,
                   keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                  progress=progress, adapt_seconds=adapt,
-                  adapt_mode=adapt_mode)
+                  progress=progress, adapt_seconds=adapt, adapt_mode=adapt_mode,
+                  intensity_weight=intensity_weight)
     found = Suggestion(slice=suggest_slice(result, criterion),
                        scores=slice_scores(result, criterion), confidence=result.confidence,
                        labels=vol.with_array(result.labels), result=result)
@@ -692,6 +707,7 @@ def propagate_batch(
     fusion: str = "union",
     adapt: float = 0.0,
     adapt_mode: str = "guided",
+    intensity_weight: float = INTENSITY_WEIGHT,
     device: str = "auto",
     num_parts: int = 1,
     part_id: int = 0,
@@ -720,6 +736,7 @@ def propagate_batch(
             :func:`propagate`).
         adapt: Seconds of test-time adaptation on each case (as for :func:`propagate`).
         adapt_mode: As for :func:`propagate`.
+        intensity_weight: As for :func:`propagate`.
         device: Where to compute.
         num_parts: Split the cases (sorted by name) into this many parts.
         part_id: The part to process, ``0 .. num_parts - 1``.
@@ -738,7 +755,7 @@ def propagate_batch(
     from sparseseg.batch import BatchError, match_case_files, run_batch, validate_parts
 
     validate_parts(num_parts, part_id)
-    _check_options(method, fusion, adapt, adapt_mode)
+    _check_options(method, fusion, adapt, adapt_mode, intensity_weight)
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
     annotations, output = Path(annotations), Path(output)
     if output.exists() and annotations.exists() and output.samefile(annotations):
@@ -763,7 +780,7 @@ def propagate_batch(
         return propagate(model=net, image=case.image, annotation=found[0], verify=verify,
                          keep_largest=keep_largest, anchor=anchor, method=method,
                          fusion=fusion, adapt=adapt, adapt_mode=adapt_mode,
-                         device=device)
+                         intensity_weight=intensity_weight, device=device)
 
     def save(result: Volume, target: Path) -> None:
         write_volume(target, result.array, result)

@@ -49,6 +49,11 @@ from sparseseg.io.axes import SLICE_AXIS, from_slices, slice_shape, to_slices
 from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.attention import LocalAttentionCopy
 from sparseseg.oneseg.cleanup import largest_component, verify_slice
+from sparseseg.oneseg.intensity import (
+    INTENSITY_WEIGHT,
+    fit_intensity_model,
+    refine_labels,
+)
 from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.preprocess import normalise_intensity
 
@@ -265,7 +270,7 @@ class _GroupRun:
 
     def __init__(self, propagator: Propagator, classes: np.ndarray, keys: dict[int, np.ndarray],
                  n: int, *, fusion: str, norm: np.ndarray | None,
-                 tick: Callable[[], None]) -> None:
+                 tick: Callable[[], None], keep_probabilities: bool = False) -> None:
         self.p = propagator
         self.classes = classes
         self.channel = np.zeros(int(classes.max()) + 1, np.int64)  # label value -> channel
@@ -282,6 +287,9 @@ class _GroupRun:
         self.uncertainty = np.zeros(n)
         self.region = np.zeros(n)
         self.disagreement = np.zeros(n)
+        # every non-background class's probability, kept for the intensity refinement
+        self.class_prob = (np.zeros((len(classes) - 1, n, *plane), np.float16)
+                           if keep_probabilities else None)
 
     def _probs(self, link: _Link | None, raw: np.ndarray | None = None) -> np.ndarray:
         """A link's probabilities, vanished labels' share moved to background (``raw``: the
@@ -330,12 +338,31 @@ class _GroupRun:
         self.prob[k] = win
         self.uncertainty[k] = float(doubt.sum())
         self.region[k] = float(((label != 0) | (doubt > UNCERTAIN)).sum())
+        if self.class_prob is not None:
+            self.class_prob[:, k] = probs[1:]
+
+    def refine(self, image: np.ndarray, weight: float) -> None:
+        """Re-decide the labels with the scan's intensities (:mod:`sparseseg.oneseg.intensity`);
+        ``image`` is the ``(N, H, W)`` image. Annotated slices stay as drawn."""
+        assert self.class_prob is not None
+        values = [int(v) for v in self.classes[1:]]
+        models = [fit_intensity_model(image, {k: s == v for k, s in self.keys.items()})
+                  for v in values]
+        labels, prob = refine_labels(self.class_prob, values, models, image, weight=weight)
+        self.class_prob = None
+        for k, s in self.keys.items():
+            labels[k] = s
+            prob[k] = 1.0
+        self.labels = labels.astype(self.labels.dtype, copy=False)
+        self.prob = prob.astype(np.float16)
 
     def run(self) -> None:
         keys = sorted(self.keys)
         for k in keys:
             self.labels[k] = self.keys[k]
             self.prob[k] = 1.0
+            if self.class_prob is not None:
+                self.class_prob[:, k] = self.keys[k][None] == self.classes[1:, None, None]
         for start, stop, direction in ((keys[0], -1, -1), (keys[-1], self.n, 1)):
             for k, link, raw in self._chain(start, stop, direction):
                 self._store(k, self._probs(link, raw), link.label)
@@ -384,6 +411,7 @@ def propagate_annotation(
     fusion: str = "union",
     verify: bool = False,
     keep_largest: bool = True,
+    intensity_weight: float = INTENSITY_WEIGHT,
     axis: int = SLICE_AXIS,
     progress: ProgressFunction | None = None,
 ) -> Propagation:
@@ -411,7 +439,10 @@ def propagate_annotation(
         raise ValueError(f"annotation has {annotation.n_slices} slices, the image {n}")
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
+    if intensity_weight < 0:
+        raise ValueError(f"intensity_weight must be >= 0, got {intensity_weight}")
     norm = to_slices(normalise_intensity(image), axis) if verify else None
+    slices = to_slices(image, axis) if intensity_weight > 0 else None
     groups = annotation.groups()
     total = len(annotation.indices) + sum(
         (n - len(keys)) + sum(max(b - a - 1, 0) for a, b in zip(keys[:-1], keys[1:],
@@ -436,8 +467,10 @@ def propagate_annotation(
             key_labels[k] = np.where(np.isin(s, values), s, 0).astype(annotation.dtype)
         propagator.prepare(classes, key_labels)
         run = _GroupRun(propagator, classes, key_labels, n, fusion=fusion, norm=norm,
-                        tick=tick)
+                        tick=tick, keep_probabilities=slices is not None)
         run.run()
+        if slices is not None:
+            run.refine(slices, intensity_weight)
         if keep_largest:
             anchor = np.zeros_like(run.labels)
             for k, s in key_labels.items():
