@@ -116,6 +116,41 @@ def test_adapt_to_the_painted_slices(
     assert not widget.adapt_check.isEnabled() and not widget.adapt
 
 
+def test_the_intensity_switch_reaches_the_propagation(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from sparseseg.napari.tasks import propagate_labels
+
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file)
+    truth = to_display(read_label(label_file).array)
+    k = _largest_slice(truth)
+    _paint(qtbot, widget, k, truth)
+    assert widget.intensity_check.isChecked() and widget.intensity_weight is None
+    _click(qtbot, widget, widget.propagate_button)
+    with_intensities = widget.labels_layer.data.copy()
+    widget.intensity_check.setChecked(False)
+    assert widget.intensity_weight == 0
+    _click(qtbot, widget, widget.propagate_button)
+    assert "propagated (oneseg, intensities off)" in widget.status, widget.status
+    without = widget.labels_layer.data.copy()
+    assert np.array_equal(with_intensities[k], truth[k]) and np.array_equal(without[k], truth[k])
+    image = read_volume(image_file)
+    annotation = np.zeros_like(truth)
+    annotation[k] = truth[k]
+    for weight, got in ((None, with_intensities), (0.0, without)):
+        want = propagate_labels(image=image, annotation=annotation, model=widget.model,
+                                method="oneseg", painted=[k], intensity_weight=weight)
+        want[k] = truth[k]
+        assert np.array_equal(got, want), weight
+    assert not np.array_equal(with_intensities, without)
+    viewer.dims.set_point(SLIDER_AXIS, k + 2)
+    viewer.screenshot(str(tmp_path / "intensity.png"), canvas_only=False)
+    for method, enabled in (("copy", False), ("interpolation", False), ("registration", True)):
+        widget.method_combo.setCurrentText(method)
+        assert widget.intensity_check.isEnabled() == enabled, method
+
+
 def test_suggest_moves_the_viewer(
     make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
 ) -> None:

@@ -6,7 +6,9 @@ painted slices go through the volume, all labels at once, and fill every slice s
 paint. Painted slices are never overwritten; a propagated slice she corrects becomes a
 painted one, so the next **Propagate** starts from it too. **Suggest slice** moves the
 viewer to the slice to paint next. With **adapt the model to my slices** ticked, OneSeg's
-model is first tuned to the painted slices (guided test-time adaptation, 1-5 s). **Save**
+model is first tuned to the painted slices (guided test-time adaptation, 1-5 s). With **use
+the image's intensities** ticked (the default), the final labels also weigh each label's
+intensities inside and around its painted outlines (:mod:`sparseseg.oneseg.intensity`). **Save**
 writes the labels as NIfTI in the image's geometry, atomically. Work runs in a worker thread
 (the viewer stays responsive, the buttons wait); errors show in the widget, never as a
 traceback. The painted slices are autosaved (:mod:`sparseseg.napari.autosave`) a moment after
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 METHODS = ("oneseg", "registration", "copy", "interpolation")
 """Propagation methods offered (see :func:`sparseseg.oneseg.propagate`; **Suggest slice**
 needs one of the first three, which propagate slice by slice)."""
+
+INTENSITY_METHODS = ("oneseg", "registration")
+"""Methods whose labels the intensity decision refines."""
 
 AUTOSAVE_DELAY = 2.0
 """Seconds after the last stroke before the painted slices are autosaved."""
@@ -137,6 +142,17 @@ class AnnotationWidget(QWidget):
         self.method_combo.currentTextChanged.connect(
             lambda m: self.adapt_check.setEnabled(m == "oneseg"))
         self.adapt_check.setEnabled(self.method == "oneseg")
+        self.intensity_check = QCheckBox("use the image's intensities")
+        self.intensity_check.setChecked(True)
+        self.intensity_check.setToolTip(
+            "the final labels also weigh each label's intensities inside and around its "
+            "painted outlines (on abdominal MR and cardiac cine MRI +0.15-0.2 Dice from one "
+            "slice); untick for the propagation's labels alone. Not used by copy and "
+            "interpolation"
+        )
+        self.method_combo.currentTextChanged.connect(
+            lambda m: self.intensity_check.setEnabled(m in INTENSITY_METHODS))
+        self.intensity_check.setEnabled(self.method in INTENSITY_METHODS)
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         new_labels = QPushButton("new")
@@ -179,6 +195,7 @@ class AnnotationWidget(QWidget):
         form.addRow("model", _row(self.model_edit, model_browse))
         form.addRow("method", self.method_combo)
         form.addRow("", self.adapt_check)
+        form.addRow("", self.intensity_check)
         form.addRow("image", self.image_combo)
         form.addRow("labels", _row(self.labels_combo, new_labels))
         form.addRow("save to", _row(self.output_edit, output_browse))
@@ -290,7 +307,8 @@ class AnnotationWidget(QWidget):
                 tasks.suggest_slice,
                 dict(image=image, annotation=annotation, model=self.model,
                      method=self.method, device=self.device, progress=self.progressed.emit,
-                     painted=sorted(tracker.slices), adapt=self.adapt),
+                     painted=sorted(tracker.slices), adapt=self.adapt,
+                     intensity_weight=self.intensity_weight),
                 self._suggested,
                 "finding the slice to paint",
             )
@@ -306,7 +324,8 @@ class AnnotationWidget(QWidget):
                 tasks.propagate_labels,
                 dict(image=image, annotation=annotation, model=self.model,
                      method=self.method, device=self.device, progress=self.progressed.emit,
-                     painted=sorted(tracker.slices), adapt=self.adapt),
+                     painted=sorted(tracker.slices), adapt=self.adapt,
+                     intensity_weight=self.intensity_weight),
                 self._propagated,
                 f"propagating {self.method} from slice(s) "
                 f"{_ranges(labeled_slices(annotation))}",
@@ -387,6 +406,12 @@ class AnnotationWidget(QWidget):
     def adapt(self) -> bool:
         """Whether OneSeg's model is first adapted to the painted slices."""
         return self.adapt_check.isChecked() and self.method == "oneseg"
+
+    @property
+    def intensity_weight(self) -> float | None:
+        """The intensity weight of the label decision (``None``: sparseseg's default; ``0``:
+        the propagation's labels alone)."""
+        return None if self.intensity_check.isChecked() else 0.0
 
     def _model_changed(self, text: str) -> None:
         if not text.strip() and self.method == "oneseg":
@@ -556,7 +581,8 @@ class AnnotationWidget(QWidget):
         self._replace(labels, keep_painted(result, labels.data, tracker.slices))
         filled = len(labeled_slices(labels.data))
         self._set_status(
-            f"propagated ({self.method}{', adapted' if self.adapt else ''}) from slice(s) "
+            f"propagated ({self.method}{', adapted' if self.adapt else ''}"
+            f"{', intensities off' if self.intensity_weight == 0 else ''}) from slice(s) "
             f"{_ranges(sorted(tracker.slices))} in "
             f"{self._elapsed()}: {filled} labeled slices; correct any slice and Propagate again"
         )
