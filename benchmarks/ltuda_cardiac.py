@@ -39,12 +39,14 @@ from benchmarks._tables import write_csv
 from sparseseg.io import Case
 
 STRUCTURES = {"right_ventricle": 1, "myocardium": 2, "left_ventricle": 3}
-RUNS = ("partial", "cda", "ltuda", "ltuda-confident", "ltuda-strong-only", "cda-late",
-        "ltuda-late", "full")
+RUNS = ("partial", "cda", "ltuda", "ltuda-confident", "ltuda-strong-only", "ltuda-flip",
+        "cda-late", "ltuda-late", "full")
 """Runs: ``ltuda-confident`` is ``ltuda`` whose pseudo-labels are supervised only where the
 teacher is sure (``--pseudo-confidence``, :func:`sparseseg.ltuda.pseudo.confident_mask`);
 ``ltuda-strong-only`` is ``ltuda`` without the student's weak-view pass after the warm-up
-(``weak_view_loss=False``: more steps in the same time); ``cda-late`` and ``ltuda-late`` train
+(``weak_view_loss=False``: more steps in the same time); ``ltuda-flip`` is ``ltuda`` whose
+pseudo-labels average the teacher over the weak view and its mirror (``teacher_flip``);
+``cda-late`` and ``ltuda-late`` train
 on partial labels alone for the first half of the run (``warmup_fraction=0.5``), so the
 teacher is better when its pseudo-labels start, then on the strong views alone (``ltuda-late``:
 stage 2 in the last fifth)."""
@@ -203,6 +205,7 @@ def split_runs(wanted: list[str], of: Callable[[list[str]], list], train_p: list
         "ltuda-confident": (partial_specs, "ltuda",
                             {"pseudo_confidence": args.pseudo_confidence}),
         "ltuda-strong-only": (partial_specs, "ltuda", {"weak_view_loss": False}),
+        "ltuda-flip": (partial_specs, "ltuda", {"teacher_flip": True}),
         "cda-late": (partial_specs, "cda", {"weak_view_loss": False, "warmup_fraction": 0.5}),
         "ltuda-late": (partial_specs, "ltuda", {"weak_view_loss": False, "warmup_fraction": 0.5,
                                                 "stage1_fraction": 0.8}),

@@ -313,6 +313,38 @@ def test_without_weak_view_loss_only_the_strong_views_train_after_the_warm_up(ph
                    for a, b in zip(before, trainer.model.unet.parameters(), strict=True))
 
 
+def test_teacher_flip_averages_the_teacher_over_the_view_and_its_mirror(phantom_sets,
+                                                                       monkeypatch):
+    assert not TrainConfig().teacher_flip  # the paper's pseudo-labels by default
+    seen: dict[str, torch.Tensor] = {}
+    original = trainer_module.merge_pseudo_labels
+
+    def spy(probs, partial, labeled, **kw):
+        seen["probs"] = probs.clone()
+        return original(probs, partial, labeled, **kw)
+
+    monkeypatch.setattr(trainer_module, "merge_pseudo_labels", spy)
+    for flip, passes in ((False, 1), (True, 2)):
+        trainer = _trainer(phantom_sets, method="cda", n_strong=1, teacher_flip=flip)
+        trainer.progress = 0.9
+        inputs: list[torch.Tensor] = []
+        outputs: list[torch.Tensor] = []
+
+        def hook(_module, args, out, ins=inputs, outs=outputs):
+            ins.append(args[0].detach().clone())
+            outs.append((out[0] if isinstance(out, tuple) else out).detach().float())
+
+        trainer.teacher.register_forward_hook(hook)
+        trainer.train_step()
+        assert len(inputs) == passes
+        if flip:
+            assert torch.equal(inputs[1], inputs[0].flip(-1))  # the mirrored weak view
+            want = 0.5 * (torch.sigmoid(outputs[0]) + torch.sigmoid(outputs[1]).flip(-1))
+            assert torch.allclose(seen["probs"].float(), want, atol=1e-2)  # bf16 on some CPUs
+        else:
+            assert torch.allclose(seen["probs"].float(), torch.sigmoid(outputs[0]), atol=1e-2)
+
+
 def test_train_holds_out_whole_subjects_with_val_group(tmp_path, phantom_sets):
     # phantom_000 .. phantom_002 in each set; the group "phantom_00" joins all three of a set,
     # so a set cannot be split by subject and keeps everything for training

@@ -109,6 +109,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "still carry every labeled pixel they hold): about 1.4 times the steps a minute",
     )
     train.add_argument(
+        "--teacher-flip", action="store_true",
+        help="cda/ltuda: pseudo-labels from the mean teacher's average over the view and its "
+        "mirror image (one more teacher pass a step)",
+    )
+    train.add_argument(
         "--pseudo-confidence", type=float, default=None, metavar="P",
         help="supervise pseudo-labels only where the teacher's probability is >= P or "
         "<= 1-P for every unlabeled organ (default: 0, everywhere)",
@@ -162,6 +167,7 @@ def _train(args: argparse.Namespace) -> int:
         "warmup_fraction": args.warmup_fraction,
         "stage1_fraction": args.stage1_fraction,
         "weak_view_loss": args.weak_view_loss,
+        "teacher_flip": args.teacher_flip,
         "pseudo_confidence": args.pseudo_confidence,
     }
     train(

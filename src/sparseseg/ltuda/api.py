@@ -60,6 +60,7 @@ def train(
     warmup_fraction: float = 0.3,
     pseudo_confidence: float = 0.0,
     weak_view_loss: bool = True,
+    teacher_flip: bool = False,
     tone_augmentation: bool = True,
     precision: str = "auto",
     checkpoint_every: float | None = 5.0,
@@ -127,6 +128,9 @@ def train(
             the weak view's partial labels (the paper). ``False`` skips that pass: the strong
             views (with their mixed partial labels) carry all the supervision, and a step
             costs about 0.6 of one with it, so a time budget trains more steps.
+        teacher_flip: In ``cda`` and ``ltuda``, pseudo-labels from the mean of the teacher's
+            probabilities on the weak view and on its mirror image (one more teacher pass a
+            step; off: the paper).
         tone_augmentation: Random gamma and contrast in the weak view of every method (not in
             the paper): a channel learned from the few patients of one dataset then still
             finds its organ in the others' images (``False``: the paper's weak view).
@@ -198,6 +202,7 @@ def train(
                              warmup_fraction=float(warmup_fraction),
                              pseudo_confidence=float(pseudo_confidence),
                              weak_view_loss=bool(weak_view_loss),
+                             teacher_flip=bool(teacher_flip),
                              tone=bool(tone_augmentation), precision=precision)
         trainer = Trainer(model, train_cases, val_cases, config, dev, dist=dist)
         if dist.is_main:
@@ -212,6 +217,7 @@ def train(
                          "warmup_fraction": float(warmup_fraction),
                          "pseudo_confidence": float(pseudo_confidence),
                          "weak_view_loss": bool(weak_view_loss),
+                         "teacher_flip": bool(teacher_flip),
                          "tone_augmentation": bool(tone_augmentation),
                          "precision": precision, "precision_used": precision_name(amp),
                          "val_fraction": val_fraction, "val_group": val_group,

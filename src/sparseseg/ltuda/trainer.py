@@ -29,6 +29,9 @@
   where the teacher is sure of each unlabeled organ (:func:`sparseseg.ltuda.pseudo.confident_mask`).
   At 0.9 it changed nothing measurable in a four-fold Cardiac cross-validation (0.800 against
   0.801, docs/benchmarks.md, 2026-12-06).
+* ``teacher_flip`` (off by default): the pseudo-labels come from the mean of the teacher's
+  probabilities on the weak view and on its left-right mirror (mirrored back), one more
+  teacher pass a step.
 * ``weak_view_loss`` (on by default, the paper): with it off, ``cda`` and ``ltuda`` steps after
   the warm-up skip the student's pass over the weak view (its partial loss); the strong views'
   mixed partial labels still supervise every labeled pixel they hold. A step then costs two
@@ -131,6 +134,7 @@ class TrainConfig:
     tone: bool = True  # gamma/contrast in the weak view (not the paper's; augment.tone_params)
     pseudo_confidence: float = 0.0  # 0: every pseudo-label pixel supervised (pseudo.confident_mask)
     weak_view_loss: bool = True  # False: after the warm-up, no student pass on the weak view
+    teacher_flip: bool = False  # pseudo-labels from the teacher's mean over the view and its mirror
     extra: dict = field(default_factory=dict)
 
 
@@ -369,6 +373,9 @@ class Trainer(LoopTrainer):
             with torch.no_grad():
                 teacher_logits, _ = self._forward(self.teacher, xw)
                 teacher_probs = torch.sigmoid(teacher_logits)
+                if self.config.teacher_flip:  # test-time augmentation of the teacher
+                    mirrored, _ = self._forward(self.teacher, xw.flip(-1))
+                    teacher_probs = 0.5 * (teacher_probs + torch.sigmoid(mirrored).flip(-1))
                 pseudo = merge_pseudo_labels(teacher_probs, yw, m)
                 trust = confident_mask(teacher_probs, yw, m, self.config.pseudo_confidence)
             loss_cda = loss.new_zeros(())
