@@ -11,6 +11,7 @@ from sparseseg.oneseg import intensity
 from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.baselines import HardPropagator
 from sparseseg.oneseg.intensity import (
+    ClassProbabilities,
     IntensityModel,
     fit_intensity_model,
     gaussian_blur,
@@ -35,6 +36,25 @@ def test_blur_equals_scipy_with_replicated_edges() -> None:
     for sigma in ((1.0, 1.0, 1.0), (0.0, 1.0, 2.0), (2.5, 0.0, 0.0)):
         want = ndimage.gaussian_filter(x, sigma, mode="nearest")
         assert np.allclose(gaussian_blur(x, sigma), want, atol=1e-5), sigma
+
+
+def test_class_probabilities_keep_only_the_boxes_where_they_are_non_zero() -> None:
+    dense = np.zeros((2, 6, 50, 60), np.float32)
+    dense[0, 1:4, 10:14, 20:23] = 0.5
+    dense[0, 2, 30, 40] = 0.25  # a second spot on one slice widens that slice's box
+    dense[1, 5, 0:2, 58:60] = 1.0
+    kept = ClassProbabilities.from_array(dense)
+    assert len(kept) == 2 and kept.shape == (6, 50, 60)
+    stored = sum(a.size for crops in kept._crops for _, _, a in crops.values())
+    assert stored < 0.02 * dense.size  # not N x H x W per class
+    assert kept.box(0, (0, 0, 0)) == (slice(1, 4), slice(10, 31), slice(20, 41))
+    assert kept.box(1, (2, 3, 3)) == (slice(3, 6), slice(0, 5), slice(55, 60))  # cut to shape
+    for c in range(2):
+        box = kept.box(c, (1, 2, 2))
+        assert np.array_equal(kept.dense(c, box), dense[c][box])
+    kept.set(2, np.zeros((2, 50, 60)))  # a slice that lost the class
+    assert kept.box(0, (0, 0, 0)) == (slice(1, 4), slice(10, 14), slice(20, 23))
+    assert ClassProbabilities(1, (3, 4, 4)).box(0, (1, 1, 1)) is None
 
 
 def test_model_favours_the_structures_intensities() -> None:

@@ -194,6 +194,65 @@ def _smoothed_crop(image: np.ndarray, box: tuple[slice, ...], sigma: float) -> n
     return crop[:, rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
 
 
+class ClassProbabilities:
+    """Each class's propagated probability on every slice, kept only inside the box of that
+    slice where it is non-zero (a whole-body CT with seven organs drawn on one slice would
+    otherwise hold 7 x N x 512 x 512 values).
+
+    Args:
+        n_classes: Classes (background excluded).
+        shape: ``(N, H, W)`` of the volume.
+    """
+
+    def __init__(self, n_classes: int, shape: tuple[int, int, int]) -> None:
+        self.shape = tuple(shape)
+        self._crops: list[dict[int, tuple[int, int, np.ndarray]]] = [
+            {} for _ in range(n_classes)]
+
+    @classmethod
+    def from_array(cls, class_prob: np.ndarray) -> ClassProbabilities:
+        """From a dense ``(C, N, H, W)`` array."""
+        out = cls(class_prob.shape[0], class_prob.shape[1:])
+        for k in range(class_prob.shape[1]):
+            out.set(k, class_prob[:, k])
+        return out
+
+    def __len__(self) -> int:
+        return len(self._crops)
+
+    def set(self, k: int, probs: np.ndarray) -> None:
+        """Slice ``k``'s probabilities, ``(C, H, W)``."""
+        for c, p in enumerate(probs):
+            box = _box(p > 0, (0, 0))
+            if box is None:
+                self._crops[c].pop(k, None)
+                continue
+            self._crops[c][k] = (box[0].start, box[1].start, p[box].astype(np.float16))
+
+    def box(self, c: int, margin: Sequence[int]) -> tuple[slice, ...] | None:
+        """The box of class ``c``'s non-zero probabilities grown by ``margin`` (slices, rows,
+        columns) and cut to the volume (``None``: nowhere)."""
+        crops = self._crops[c]
+        if not crops:
+            return None
+        ks = sorted(crops)
+        lo = [ks[0], min(r for r, _, _ in crops.values()), min(q for _, q, _ in crops.values())]
+        hi = [ks[-1] + 1, max(r + a.shape[0] for r, _, a in crops.values()),
+              max(q + a.shape[1] for _, q, a in crops.values())]
+        return tuple(slice(max(a - m, 0), min(b + m, n))
+                     for a, b, m, n in zip(lo, hi, margin, self.shape, strict=True))
+
+    def dense(self, c: int, box: tuple[slice, ...]) -> np.ndarray:
+        """Class ``c``'s probabilities inside ``box`` as a float32 array."""
+        out = np.zeros(tuple(s.stop - s.start for s in box), np.float32)
+        for k, (r, q, a) in self._crops[c].items():
+            if not box[0].start <= k < box[0].stop:
+                continue
+            out[k - box[0].start, r - box[1].start:r - box[1].start + a.shape[0],
+                q - box[2].start:q - box[2].start + a.shape[1]] = a
+        return out
+
+
 def _box(mask: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...] | None:
     """The bounding box of ``mask`` grown by ``margin`` per axis (``None``: empty mask)."""
     box = []
@@ -206,7 +265,7 @@ def _box(mask: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...] | None:
 
 
 def refine_labels(
-    class_prob: np.ndarray,
+    class_prob: ClassProbabilities | np.ndarray,
     classes: Sequence[int],
     models: Sequence[IntensityModel | None],
     image: np.ndarray,
@@ -219,7 +278,8 @@ def refine_labels(
     """Decide every pixel's label from the propagated probabilities and the intensities.
 
     Args:
-        class_prob: Propagated probability of each non-background class, ``(C, N, H, W)``.
+        class_prob: Propagated probability of each non-background class
+            (:class:`ClassProbabilities`, or a dense ``(C, N, H, W)`` array).
         classes: The label value of each of those classes.
         models: Each class's intensity model (``None``: decided by the probability alone).
         image: The image, ``(N, H, W)`` (smoothed in-plane here, where needed).
@@ -232,16 +292,18 @@ def refine_labels(
         The labels ``(N, H, W)`` (0 background) and the smoothed probability of each pixel's
         label (0 on background).
     """
-    shape = class_prob.shape[1:]
+    if isinstance(class_prob, np.ndarray):
+        class_prob = ClassProbabilities.from_array(class_prob)
+    shape = class_prob.shape
     best = np.zeros(shape, np.float32)  # winning score; a label needs a positive one
     labels = np.zeros(shape, np.int64)
     prob = np.zeros(shape, np.float32)
     margin = [int(4 * s + 0.5) + 1 for s in sigma]
     for c, (value, model) in enumerate(zip(classes, models, strict=True)):
-        box = _box(class_prob[c] > 0, margin)
+        box = class_prob.box(c, margin)
         if box is None:
             continue  # the propagation never gave this class any probability
-        p = gaussian_blur(class_prob[c][box], sigma)
+        p = gaussian_blur(class_prob.dense(c, box), sigma)
         score = _logit(p)
         if model is not None:
             score += weight * model(_smoothed_crop(image, box, image_sigma))

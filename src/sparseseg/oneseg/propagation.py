@@ -51,6 +51,7 @@ from sparseseg.oneseg.attention import LocalAttentionCopy
 from sparseseg.oneseg.cleanup import largest_component, verify_slice
 from sparseseg.oneseg.intensity import (
     INTENSITY_WEIGHT,
+    ClassProbabilities,
     fit_intensity_model,
     refine_labels,
 )
@@ -288,7 +289,7 @@ class _GroupRun:
         self.region = np.zeros(n)
         self.disagreement = np.zeros(n)
         # every non-background class's probability, kept for the intensity refinement
-        self.class_prob = (np.zeros((len(classes) - 1, n, *plane), np.float16)
+        self.class_prob = (ClassProbabilities(len(classes) - 1, (n, *plane))
                            if keep_probabilities else None)
 
     def _probs(self, link: _Link | None, raw: np.ndarray | None = None) -> np.ndarray:
@@ -339,7 +340,7 @@ class _GroupRun:
         self.uncertainty[k] = float(doubt.sum())
         self.region[k] = float(((label != 0) | (doubt > UNCERTAIN)).sum())
         if self.class_prob is not None:
-            self.class_prob[:, k] = probs[1:]
+            self.class_prob.set(k, probs[1:])
 
     def refine(self, image: np.ndarray, weight: float) -> None:
         """Re-decide the labels with the scan's intensities (:mod:`sparseseg.oneseg.intensity`);
@@ -362,7 +363,7 @@ class _GroupRun:
             self.labels[k] = self.keys[k]
             self.prob[k] = 1.0
             if self.class_prob is not None:
-                self.class_prob[:, k] = self.keys[k][None] == self.classes[1:, None, None]
+                self.class_prob.set(k, self.keys[k][None] == self.classes[1:, None, None])
         for start, stop, direction in ((keys[0], -1, -1), (keys[-1], self.n, 1)):
             for k, link, raw in self._chain(start, stop, direction):
                 self._store(k, self._probs(link, raw), link.label)
