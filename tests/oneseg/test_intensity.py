@@ -9,7 +9,7 @@ from scipy import ndimage
 from sparseseg.cli import oneseg as oneseg_cli
 from sparseseg.oneseg import intensity
 from sparseseg.oneseg.annotation import SliceAnnotation
-from sparseseg.oneseg.baselines import HardPropagator
+from sparseseg.oneseg.baselines import CopyPropagator, HardPropagator
 from sparseseg.oneseg.intensity import (
     ClassProbabilities,
     IntensityModel,
@@ -133,6 +133,24 @@ def test_propagation_with_intensities_recovers_what_the_chain_loses() -> None:
 
     assert dice(plain.labels) < 0.85
     assert dice(refined.labels) > dice(plain.labels) + 0.05
+
+
+def test_copy_stays_a_copy_whatever_the_weight() -> None:
+    n, shape = 7, (40, 40)
+    truth = _disc(shape, (20, 20), 9)
+    volume = np.stack([_noisy(truth, s) for s in range(n)], axis=-1)
+    drawn = _disc(shape, (20, 20), 6).astype(np.uint8)  # smaller than the bright disc
+    ann = SliceAnnotation({3: drawn}, n_slices=n)
+    assert not CopyPropagator().intensity_decision
+    got = propagate_annotation(volume, ann, CopyPropagator(), intensity_weight=2.0).labels
+    assert all(np.array_equal(got[:, :, k], drawn) for k in range(n))
+
+    class RefinedCopy(CopyPropagator):
+        intensity_decision = True
+
+    # The same copies with the decision on grow towards the bright disc.
+    refined = propagate_annotation(volume, ann, RefinedCopy(), intensity_weight=2.0).labels
+    assert (refined[:, :, 0] > 0).sum() > drawn.sum()
 
 
 def test_negative_weight_is_refused() -> None:

@@ -458,12 +458,10 @@ def _run(
         else:
             propagator = baseline_propagator(method, vol.array)
         report, close = _progress_function(progress, "propagating")
-        # ``copy`` stays what it says: the annotated slice, unchanged, on every slice.
-        weight = 0.0 if method == "copy" else intensity_weight
         try:
             return propagate_annotation(vol.array, annotation, propagator, fusion=fusion,
                                         verify=verify, keep_largest=keep_largest,
-                                        intensity_weight=weight, progress=report)
+                                        intensity_weight=intensity_weight, progress=report)
         finally:
             close()
 

@@ -77,7 +77,10 @@ class RegistrationPropagator(HardPropagator):
 
 
 class CopyPropagator(HardPropagator):
-    """The trivial propagator: the next slice gets the current labels."""
+    """The trivial propagator: the next slice gets the current labels (unchanged: the
+    intensity decision is not applied)."""
+
+    intensity_decision = False
 
     def scores(self, k: int, nxt: int, current: np.ndarray, *, start: int) -> np.ndarray:
         """``current`` unchanged."""

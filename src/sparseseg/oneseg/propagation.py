@@ -87,6 +87,10 @@ class Propagator(ABC):
 
     classes: np.ndarray
 
+    intensity_decision: bool = True
+    """Whether :func:`propagate_annotation`'s ``intensity_weight`` applies to this
+    propagator's labels (``False``: a method meant to give its copies unchanged)."""
+
     def prepare(self, classes: np.ndarray, keys: Mapping[int, np.ndarray]) -> None:
         """Start a label group.
 
@@ -426,6 +430,10 @@ def propagate_annotation(
         verify: Apply Sli2Vol's per-step verification.
         keep_largest: Keep only the largest 3D component of each label afterwards (every
             component that touches an annotated pixel is kept).
+        intensity_weight: Weight of the scan's own intensities, learned from the annotated
+            slices, in the final label decision (:mod:`sparseseg.oneseg.intensity`; ``0``:
+            each pixel takes the propagation's most probable label, unsmoothed). Not applied
+            to a propagator whose ``intensity_decision`` is ``False`` (``copy``).
         axis: Slice axis.
         progress: Called after each propagated slice with ``(done, total)``.
 
@@ -443,7 +451,8 @@ def propagate_annotation(
     if intensity_weight < 0:
         raise ValueError(f"intensity_weight must be >= 0, got {intensity_weight}")
     norm = to_slices(normalise_intensity(image), axis) if verify else None
-    slices = to_slices(image, axis) if intensity_weight > 0 else None
+    use_intensities = intensity_weight > 0 and propagator.intensity_decision
+    slices = to_slices(image, axis) if use_intensities else None
     groups = annotation.groups()
     total = len(annotation.indices) + sum(
         (n - len(keys)) + sum(max(b - a - 1, 0) for a, b in zip(keys[:-1], keys[1:],
