@@ -84,12 +84,22 @@ class IntensityModel:
                         ).astype(np.float32)
 
 
-def _smooth_histogram(counts: np.ndarray, sigma: float) -> np.ndarray:
-    radius = int(4 * sigma + 0.5)
+def _radius(sigma: float) -> int:
+    """Half-width of a Gaussian kernel truncated at four sigma (as scipy.ndimage's)."""
+    return int(4 * sigma + 0.5)
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    """Normalised 1D Gaussian of :func:`_radius` ``(sigma)`` taps each side."""
+    radius = _radius(sigma)
     x = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(counts.astype(np.float64), radius, mode="symmetric")
+    return kernel / kernel.sum()
+
+
+def _smooth_histogram(counts: np.ndarray, sigma: float) -> np.ndarray:
+    kernel = _gaussian_kernel(sigma)
+    padded = np.pad(counts.astype(np.float64), _radius(sigma), mode="symmetric")
     return np.convolve(padded, kernel, mode="valid")
 
 
@@ -157,10 +167,8 @@ def gaussian_blur(volume: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
     for axis, s in enumerate(sigma):
         if s <= 0 or x.shape[axis] < 2:
             continue
-        radius = int(4 * s + 0.5)
-        t = np.arange(-radius, radius + 1)
-        kernel = np.exp(-0.5 * (t / s) ** 2)
-        kernel = (kernel / kernel.sum()).astype(np.float32)
+        radius = _radius(s)
+        kernel = _gaussian_kernel(s).astype(np.float32)
         pad = [(0, 0)] * x.ndim
         pad[axis] = (radius, radius)
         padded = np.pad(x, pad, mode="edge")
@@ -186,7 +194,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def _smoothed_crop(image: np.ndarray, box: tuple[slice, ...], sigma: float) -> np.ndarray:
     """``smooth_image(image)[box]``, computed on the box and a margin around it only."""
-    m = int(4 * sigma + 0.5)
+    m = _radius(sigma)
     rows, cols = box[1], box[2]
     r0, c0 = max(rows.start - m, 0), max(cols.start - m, 0)
     r1, c1 = min(rows.stop + m, image.shape[1]), min(cols.stop + m, image.shape[2])
@@ -298,7 +306,7 @@ def refine_labels(
     best = np.zeros(shape, np.float32)  # winning score; a label needs a positive one
     labels = np.zeros(shape, np.int64)
     prob = np.zeros(shape, np.float32)
-    margin = [int(4 * s + 0.5) + 1 for s in sigma]
+    margin = [_radius(s) + 1 for s in sigma]
     for c, (value, model) in enumerate(zip(classes, models, strict=True)):
         box = class_prob.box(c, margin)
         if box is None:
