@@ -42,6 +42,15 @@ def _paint(qtbot, widget: AnnotationWidget, k: int, truth: np.ndarray) -> None:
     qtbot.waitUntil(lambda: k in widget.painted_slices, timeout=WAIT_MS)
 
 
+def _paint_largest(qtbot, widget: AnnotationWidget, label_file: Path) -> tuple[np.ndarray, int]:
+    """Paint the true labels of the slice of largest label area; the truth (layer order) and
+    that slice."""
+    truth = to_display(read_label(label_file).array)
+    k = _largest_slice(truth)
+    _paint(qtbot, widget, k, truth)
+    return truth, k
+
+
 def _click(qtbot, widget: AnnotationWidget, button) -> None:
     qtbot.mouseClick(button, Qt.LeftButton)
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
@@ -61,9 +70,7 @@ def test_paint_propagate_save_reload(
     assert tuple(labels.scale) == tuple(widget.image_layer.scale) == (3.0, 1.25, 1.5)
     # No model given: the one shipped with sparseseg, and OneSeg.
     assert widget.model == oneseg.default_model_path() and widget.method == "oneseg"
-    truth = to_display(read_label(label_file).array)
-    k = _largest_slice(truth)
-    _paint(qtbot, widget, k, truth)
+    truth, k = _paint_largest(qtbot, widget, label_file)
     assert widget.painted_slices == [k]
 
     seen: list[tuple[int, int]] = []
@@ -95,9 +102,7 @@ def test_adapt_to_the_painted_slices(
 ) -> None:
     image_file, label_file = phantom_files
     viewer, widget = _open(make_napari_viewer, image_file)
-    truth = to_display(read_label(label_file).array)
-    k = _largest_slice(truth)
-    _paint(qtbot, widget, k, truth)
+    truth, k = _paint_largest(qtbot, widget, label_file)
     _click(qtbot, widget, widget.propagate_button)
     plain = widget.labels_layer.data.copy()
     assert widget.adapt_check.isEnabled() and not widget.adapt
@@ -123,9 +128,7 @@ def test_the_intensity_switch_reaches_the_propagation(
 
     image_file, label_file = phantom_files
     viewer, widget = _open(make_napari_viewer, image_file)
-    truth = to_display(read_label(label_file).array)
-    k = _largest_slice(truth)
-    _paint(qtbot, widget, k, truth)
+    truth, k = _paint_largest(qtbot, widget, label_file)
     assert widget.intensity_check.isChecked() and widget.intensity_weight is None
     _click(qtbot, widget, widget.propagate_button)
     with_intensities = widget.labels_layer.data.copy()
@@ -163,9 +166,7 @@ def test_suggest_moves_the_viewer(
     assert viewer.dims.current_step[SLIDER_AXIS] == expected, widget.status
     assert f"slice {expected}" in widget.status
 
-    truth = to_display(read_label(label_file).array)
-    k = _largest_slice(truth)
-    _paint(qtbot, widget, k, truth)
+    truth, k = _paint_largest(qtbot, widget, label_file)
     _click(qtbot, widget, widget.suggest_button)
     assert "slice" in widget.status and "least sure" in widget.status, widget.status
     moved = viewer.dims.current_step[SLIDER_AXIS]
@@ -194,9 +195,7 @@ def test_oneseg_model_and_a_bad_model_folder(
     image_file, label_file = phantom_files
     viewer, widget = _open(make_napari_viewer, image_file, model=tiny_model, device="cpu")
     assert widget.method == "oneseg"
-    truth = to_display(read_label(label_file).array)
-    k = _largest_slice(truth)
-    _paint(qtbot, widget, k, truth)
+    truth, k = _paint_largest(qtbot, widget, label_file)
     _click(qtbot, widget, widget.propagate_button)
     assert "propagated (oneseg)" in widget.status, widget.status
     direct = oneseg.propagate(model=tiny_model, image=image_file, device="cpu",
@@ -230,9 +229,7 @@ def test_corrected_slices_are_kept_by_the_next_propagation(
     image_file, label_file = phantom_files
     viewer, widget = _open(make_napari_viewer, image_file)
     labels = widget.labels_layer
-    truth = to_display(read_label(label_file).array)
-    k = _largest_slice(truth)
-    _paint(qtbot, widget, k, truth)
+    truth, k = _paint_largest(qtbot, widget, label_file)
     _click(qtbot, widget, widget.propagate_button)
     other = max(s for s in labeled_slices(truth) if abs(s - k) >= 3)
     assert not np.array_equal(labels.data[other], truth[other])
@@ -251,9 +248,7 @@ def test_autosave_while_painting_and_restore(
 ) -> None:
     image_file, label_file = phantom_files
     viewer, widget = _open(make_napari_viewer, image_file, autosave_delay=0.2)
-    truth = to_display(read_label(label_file).array)
-    k = _largest_slice(truth)
-    _paint(qtbot, widget, k, truth)
+    truth, k = _paint_largest(qtbot, widget, label_file)
     assert find_autosave(image_file) is None  # debounced: not at once
     qtbot.waitUntil(lambda: widget.last_autosave is not None, timeout=WAIT_MS)
     saved = read_label(find_autosave(image_file))
