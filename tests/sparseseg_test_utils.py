@@ -22,6 +22,12 @@ def real_case(folder: str, pattern: str = "*") -> tuple[Path, Path]:
     return image, label
 
 
+def disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    """A filled 2D disc: the pixels within ``radius`` of ``centre``."""
+    ii, jj = np.indices(shape)
+    return (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 <= radius**2
+
+
 def random_blob(
     shape: tuple[int, int, int], rng: np.random.Generator, *, n_balls: int = 4
 ) -> np.ndarray:

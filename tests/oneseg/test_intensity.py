@@ -18,11 +18,7 @@ from sparseseg.oneseg.intensity import (
     refine_labels,
 )
 from sparseseg.oneseg.propagation import propagate_annotation
-
-
-def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
-    ii, jj = np.indices(shape)
-    return (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 <= radius**2
+from sparseseg_test_utils import disc
 
 
 def _noisy(mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -58,7 +54,7 @@ def test_class_probabilities_keep_only_the_boxes_where_they_are_non_zero() -> No
 
 
 def test_model_favours_the_structures_intensities() -> None:
-    mask = _disc((40, 40), (20, 20), 8)
+    mask = disc((40, 40), (20, 20), 8)
     image = _noisy(mask)[None]
     model = fit_intensity_model(image, {0: mask})
     assert isinstance(model, IntensityModel)
@@ -73,12 +69,12 @@ def test_model_favours_the_structures_intensities() -> None:
 
 def test_refinement_moves_the_boundary_to_the_structures_edge_and_no_further() -> None:
     n, shape = 5, (48, 48)
-    truth = _disc(shape, (24, 24), 10)
+    truth = disc(shape, (24, 24), 10)
     image = np.stack([_noisy(truth, seed) for seed in range(n)])
     # An under-segmenting propagation: sure inside radius 7, unsure (0.3) out to radius 13.
-    p = np.where(_disc(shape, (24, 24), 7), 0.95, np.where(_disc(shape, (24, 24), 13), 0.3, 0))
+    p = np.where(disc(shape, (24, 24), 7), 0.95, np.where(disc(shape, (24, 24), 13), 0.3, 0))
     class_prob = np.repeat(p[None, None], n, axis=1).astype(np.float16)
-    far = _disc(shape, (4, 4), 3)  # bright but never reached by the propagation
+    far = disc(shape, (4, 4), 3)  # bright but never reached by the propagation
     image[:, far] = 100.0
     model = fit_intensity_model(image, {2: truth})
     labels, prob = refine_labels(class_prob, [3], [model], image)
@@ -94,7 +90,7 @@ def test_refinement_moves_the_boundary_to_the_structures_edge_and_no_further() -
 
 def test_each_label_of_a_group_is_decided_by_its_own_intensities() -> None:
     shape = (40, 60)
-    left, right = _disc(shape, (20, 15), 8), _disc(shape, (20, 45), 8)
+    left, right = disc(shape, (20, 15), 8), disc(shape, (20, 45), 8)
     image = np.where(left, 150.0, np.where(right, 60.0, 10.0))[None].repeat(3, axis=0)
     image += np.random.default_rng(2).normal(0, 3, image.shape)
     # Each class unsure over a wide box around its disc (reaching the other disc).
@@ -118,7 +114,7 @@ class ShrinkingPropagator(HardPropagator):
 
 def test_propagation_with_intensities_recovers_what_the_chain_loses() -> None:
     n, shape = 9, (40, 40)
-    truth = _disc(shape, (20, 20), 9)
+    truth = disc(shape, (20, 20), 9)
     volume = np.stack([_noisy(truth, s) for s in range(n)], axis=-1)  # indexed [i, j, k]
     ann = SliceAnnotation({4: truth.astype(np.uint8) * 2}, n_slices=n)
     plain = propagate_annotation(volume, ann, ShrinkingPropagator(), intensity_weight=0)
@@ -137,9 +133,9 @@ def test_propagation_with_intensities_recovers_what_the_chain_loses() -> None:
 
 def test_copy_stays_a_copy_whatever_the_weight() -> None:
     n, shape = 7, (40, 40)
-    truth = _disc(shape, (20, 20), 9)
+    truth = disc(shape, (20, 20), 9)
     volume = np.stack([_noisy(truth, s) for s in range(n)], axis=-1)
-    drawn = _disc(shape, (20, 20), 6).astype(np.uint8)  # smaller than the bright disc
+    drawn = disc(shape, (20, 20), 6).astype(np.uint8)  # smaller than the bright disc
     ann = SliceAnnotation({3: drawn}, n_slices=n)
     assert not CopyPropagator().intensity_decision
     got = propagate_annotation(volume, ann, CopyPropagator(), intensity_weight=2.0).labels

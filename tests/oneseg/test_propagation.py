@@ -22,11 +22,7 @@ from sparseseg.oneseg.propagation import (
     SliceFeatures,
     propagate_annotation,
 )
-
-
-def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
-    ii, jj = np.indices(shape)
-    return (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 <= radius**2
+from sparseseg_test_utils import disc
 
 
 class StepPropagator(HardPropagator):
@@ -47,7 +43,7 @@ def _run(image, slices: dict, step, **kwargs) -> np.ndarray:
 
 def test_stop_rule_stops_where_label_vanishes_both_directions() -> None:
     image = np.zeros((20, 20, 15), np.float32)
-    ann = _disc((20, 20), (10, 10), 4).astype(np.uint8)
+    ann = disc((20, 20), (10, 10), 4).astype(np.uint8)
     calls: list[tuple[int, int]] = []
 
     def shrink(k: int, nxt: int, current: np.ndarray) -> np.ndarray:
@@ -198,10 +194,10 @@ def test_largest_component_per_label() -> None:
 
 def test_verification_drops_pixels_that_look_like_the_surroundings() -> None:
     prev_img = np.zeros((30, 30), np.float32)
-    prev_mask = _disc((30, 30), (15, 15), 6)
+    prev_mask = disc((30, 30), (15, 15), 6)
     prev_img[prev_mask] = 1.0
     new_img = prev_img.copy()
-    new_mask = _disc((30, 30), (15, 15), 9)  # over-segmented into the dark surroundings
+    new_mask = disc((30, 30), (15, 15), 9)  # over-segmented into the dark surroundings
     kept = verify_slice(new_mask, new_img, prev_mask, prev_img)
     assert dice(kept, prev_mask) > 0.95
 
