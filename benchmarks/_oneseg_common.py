@@ -15,6 +15,7 @@ import torch
 from sparseseg import oneseg
 from sparseseg.io import SLICE_AXIS, Case, Volume, find_cases
 from sparseseg.metrics import dice
+from sparseseg.oneseg.baselines import MODEL_METHODS
 from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.network import NetworkConfig
 from sparseseg.oneseg.training import TrainConfig
@@ -159,7 +160,7 @@ def propagate(model: OneSegModel | None, image: Volume, annotation: np.ndarray, 
     start = time.monotonic()
     if not annotation.any():
         return np.zeros(annotation.shape, np.uint8), 0.0
-    result = oneseg.propagate(model=model if method == "oneseg" else None, image=image,
+    result = oneseg.propagate(model=model if method in MODEL_METHODS else None, image=image,
                               annotation=annotation, method=method, verify=verify,
                               anchor=anchor, device="cpu").array
     return result, time.monotonic() - start

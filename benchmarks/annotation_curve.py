@@ -15,7 +15,8 @@ and ``random``), then adds slices one at a time up to ``--slices``, chosen
 Each annotated slice is the true label of that slice (possibly empty: a suggestion outside the
 structure is then annotated "nothing here", as a clinician would erase a leak). After each
 addition the volume is propagated with each method (``oneseg``, ``registration``: chained
-demons, ``interpolation``: morphological contour interpolation, from 2 slices) and scored
+demons, ``interpolation``: morphological contour interpolation, from 2 slices; ``hybrid``,
+OneSeg and registration mixed at every step, on request) and scored
 against the full label (3D Dice).
 
 Datasets: ``leftatrium`` (held-out cases: OneSeg trained on the images of the first 30),
@@ -53,6 +54,7 @@ from sparseseg import oneseg
 from sparseseg.io import SLICE_AXIS, Case, Volume, find_cases, read_label, read_volume
 from sparseseg.metrics import dice
 from sparseseg.oneseg.annotation import SliceAnnotation
+from sparseseg.oneseg.baselines import MODEL_METHODS
 from sparseseg.oneseg.intensity import INTENSITY_WEIGHT
 from sparseseg.oneseg.model import OneSegModel
 
@@ -65,7 +67,7 @@ DATASETS = {
 train on every image and score every case)."""
 
 STRATEGIES = ("suggest", "uniform", "random")
-METHODS = ("oneseg", "registration", "interpolation")
+METHODS = ("oneseg", "hybrid", "registration", "interpolation")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,7 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_training_options(parser, max_time=15.0)
     parser.add_argument("--model", default=None, help="reuse this model folder (skip training)")
     parser.add_argument("--slices", type=int, default=5, help="annotate 1..N slices")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default="oneseg,registration,interpolation",
+                        help=f"comma-separated among {','.join(METHODS)}")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--registration-strategies", default="uniform,suggest",
                         help="strategies run with registration (slow: ~10-30 s a volume)")
@@ -114,7 +117,7 @@ def _score(pred: np.ndarray, mask: np.ndarray) -> float:
 
 def _propagate(model: OneSegModel, image: Volume, ann: SliceAnnotation, method: str,
                fusion: str, intensity_weight: float = INTENSITY_WEIGHT) -> np.ndarray:
-    return oneseg.propagate(model=model if method == "oneseg" else None, image=image,
+    return oneseg.propagate(model=model if method in MODEL_METHODS else None, image=image,
                             annotation=ann, method=method, fusion=fusion,
                             intensity_weight=intensity_weight, device="cpu").array
 
@@ -172,7 +175,7 @@ def _suggest_curve(model: OneSegModel, image: Volume, mask: np.ndarray, method: 
     rows = []
     for n in range(1, n_max + 1):
         t0 = time.monotonic()
-        found = oneseg.suggest(model=model if method == "oneseg" else None, image=image,
+        found = oneseg.suggest(model=model if method in MODEL_METHODS else None, image=image,
                                annotation=_annotation(mask, ks), method=method,
                                criterion=criterion, fusion=fusion,
                                intensity_weight=intensity_weight, device="cpu")

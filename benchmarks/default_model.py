@@ -9,7 +9,8 @@ Four measurements, each optional (``--parts``):
 * ``abdomen``: each AbdomenTS organ (CT and MR) from its largest slice, with the default model,
   the default model adapted to the volume (test-time adaptation, once per volume): guided by
   the annotated slices of all organs, and label-free (``self``) for each of ``--adapt``
-  seconds; and chained demons registration.
+  seconds; chained demons registration; and the hybrid of OneSeg and registration
+  (``--method hybrid``) with the default and the guided model.
 * ``select``: on AbdomenTS, where the start slice lands. Organ-blind selection (the most
   representative slice of the volume) against organ-aware selection given a rough mark of the
   organ on the slice a quarter into its extent (``oneseg select --annotation``); each start's
@@ -103,9 +104,10 @@ def abdomen(args: argparse.Namespace, model: OneSegModel) -> list[dict]:
         for organ, k in starts.items():
             drawn = one_slice(label == organ, k) > 0
             annotation[drawn] = organ
-        variants = {"default": model, "registration": None,
-                    "guided": oneseg.adapt(model=model, image=image, seconds=GUIDED_CAP,
-                                           annotation=annotation, device="cpu")}
+        guided = oneseg.adapt(model=model, image=image, seconds=GUIDED_CAP,
+                              annotation=annotation, device="cpu")
+        variants = {"default": model, "registration": None, "guided": guided,
+                    "hybrid": model, "hybrid guided": guided}
         for s in seconds:
             variants[f"self {s:g}s"] = oneseg.adapt(model=model, image=image, seconds=s,
                                                     mode="self", device="cpu")
@@ -113,7 +115,8 @@ def abdomen(args: argparse.Namespace, model: OneSegModel) -> list[dict]:
             mask = label == organ
             k = starts[organ]
             for name, m in variants.items():
-                method = "registration" if name == "registration" else "oneseg"
+                method = ("registration" if name == "registration"
+                          else "hybrid" if name.startswith("hybrid") else "oneseg")
                 rows.append({"part": "abdomen", "case": case.name, "organ": organ,
                              "variant": name, "start": k,
                              "dice": propagate_dice(m, image, mask, k, method=method)})

@@ -154,6 +154,32 @@ def test_the_intensity_switch_reaches_the_propagation(
         assert widget.intensity_check.isEnabled() == enabled, method
 
 
+def test_hybrid_method_in_the_widget(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+) -> None:
+    from sparseseg.napari.tasks import propagate_labels
+    from sparseseg.napari.widget import METHODS
+    from sparseseg.oneseg.baselines import METHODS as CORE_METHODS
+
+    assert METHODS == CORE_METHODS  # the widget keeps its own list (no torch at import)
+    image_file, label_file = phantom_files
+    _, widget = _open(make_napari_viewer, image_file)
+    truth, k = _paint_largest(qtbot, widget, label_file)
+    widget.method_combo.setCurrentText("hybrid")
+    assert widget.adapt_check.isEnabled() and widget.intensity_check.isEnabled()
+    _click(qtbot, widget, widget.propagate_button)
+    assert "propagated (hybrid" in widget.status, widget.status
+    annotation = np.zeros_like(truth)
+    annotation[k] = truth[k]
+    want = propagate_labels(image=read_volume(image_file), annotation=annotation,
+                            model=widget.model, method="hybrid", painted=[k])
+    want[k] = truth[k]
+    assert np.array_equal(widget.labels_layer.data, want)
+    # Without a model the hybrid has nothing to mix: the widget falls back to registration.
+    widget.model_edit.setText("")
+    assert widget.method == "registration"
+
+
 def test_suggest_moves_the_viewer(
     make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
 ) -> None:

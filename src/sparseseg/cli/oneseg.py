@@ -152,9 +152,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     prop.add_argument("-m", "--model", default=None, metavar="MODEL_DIR", help=MODEL_HELP)
     prop.add_argument("--method", choices=METHOD_CHOICES, default="oneseg",
-                      help="oneseg (default), registration (chained demons), copy, or "
-                      "interpolation (morphological contour interpolation, 3D Slicer's 'fill "
-                      "between slices'; at least 2 annotated slices per label)")
+                      help="oneseg (default), hybrid (oneseg and registration mixed at every "
+                      "step: best on abdominal CT/MR, ~5x slower), registration (chained "
+                      "demons), copy, or interpolation (morphological contour interpolation, "
+                      "3D Slicer's 'fill between slices'; at least 2 annotated slices per "
+                      "label)")
     prop.add_argument("-i", "--image", required=True, metavar="IMAGE",
                       help="volume file or DICOM folder; batch: folder of images or nnU-Net "
                       "dataset folder (imagesTr/)")
@@ -206,8 +208,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 MODEL_HELP = ("OneSeg model folder (default: the model shipped with sparseseg, trained "
               "self-supervised on MRI and CT; see its MODEL_CARD.md)")
-METHOD_CHOICES = ("oneseg", "registration", "copy", "interpolation")
-PROPAGATOR_CHOICES = ("oneseg", "registration", "copy")
+# sparseseg.oneseg.baselines.METHODS / PROPAGATORS (not imported: torch; a test pins them)
+METHOD_CHOICES = ("oneseg", "hybrid", "registration", "copy", "interpolation")
+PROPAGATOR_CHOICES = ("oneseg", "hybrid", "registration", "copy")
 CRITERION_CHOICES = ("gain", "uncertainty", "distance")
 FUSION_CHOICES = ("union", "distance", "nearest")
 INTENSITY_WEIGHT = 1.0  # sparseseg.oneseg.intensity.INTENSITY_WEIGHT (not imported: torch)

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 
 from sparseseg.cli.common import add_device_option, quiet_parent
+from sparseseg.cli.oneseg import METHOD_CHOICES
 from sparseseg.errors import SparsesegError
 
 INSTALL_HINT = 'napari is not installed; install it with: pip install "sparseseg[napari]"'
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="OneSeg model folder (default: the model shipped with sparseseg)",
     )
     parser.add_argument(
-        "--method", choices=("oneseg", "registration", "copy", "interpolation"), default=None,
+        "--method", choices=METHOD_CHOICES, default=None,
         help="propagation method (default: oneseg with a model, else registration)",
     )
     parser.add_argument(

@@ -24,6 +24,10 @@ from sparseseg.oneseg.annotation import SliceAnnotation
 Progress = Callable[[int, int], None]
 """``progress(done, total)``, called after each propagated slice."""
 
+MODEL_METHODS = ("oneseg", "hybrid")
+"""Methods that use a OneSeg model (:data:`sparseseg.oneseg.baselines.MODEL_METHODS`; not
+imported from there, which loads torch)."""
+
 ADAPT_CAP = 60.0
 """Seconds guided adaptation may take at most (its 10 steps take 1-5 s on 2 CPU cores)."""
 
@@ -112,8 +116,8 @@ def propagate_labels(
     Args:
         image: The image volume.
         annotation: The painted slices in layer order (every other slice zero).
-        model: Model folder (``oneseg``) or ``None`` (the training-free methods).
-        method: ``oneseg``, ``registration``, ``copy`` or ``interpolation``
+        model: Model folder (``oneseg``, ``hybrid``) or ``None`` (the training-free methods).
+        method: ``oneseg``, ``hybrid``, ``registration``, ``copy`` or ``interpolation``
             (:func:`sparseseg.oneseg.propagate`).
         device: Where to compute.
         progress: Called with ``(done, total)`` after each propagated slice.
@@ -134,13 +138,13 @@ def propagate_labels(
 
     if not labeled_slices(annotation):
         raise InputError("nothing painted yet: paint the structures on at least one slice")
-    net = load_model(model, device) if method == "oneseg" else None
+    net = load_model(model, device) if method in MODEL_METHODS else None
     result = oneseg.propagate(
         model=net,
         image=image,
         annotation=painted_annotation(annotation, painted),
         method=method,
-        adapt=ADAPT_CAP if adapt and method == "oneseg" else 0.0,
+        adapt=ADAPT_CAP if adapt and method in MODEL_METHODS else 0.0,
         intensity_weight=_weight(intensity_weight),
         device=device,
         progress=progress or False,
@@ -190,7 +194,7 @@ def suggest_slice(
     found = oneseg.suggest(model=net, image=image,
                            annotation=painted_annotation(annotation, painted),
                            method=method,
-                           adapt=ADAPT_CAP if adapt and method == "oneseg" else 0.0,
+                           adapt=ADAPT_CAP if adapt and method in MODEL_METHODS else 0.0,
                            intensity_weight=_weight(intensity_weight),
                            device=device, progress=progress or False)
     return SliceSuggestion(int(found.slice), "suggest", np.asarray(found.confidence),

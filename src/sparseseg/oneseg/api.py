@@ -29,8 +29,9 @@ from sparseseg.io.volume import Volume
 from sparseseg.io.writer import atomic_path, write_volume
 from sparseseg.oneseg.adaptation import AdaptConfig, adapt_model
 from sparseseg.oneseg.annotation import SliceAnnotation, annotated_slices, read_annotation
-from sparseseg.oneseg.baselines import METHODS, PROPAGATORS, baseline_propagator
+from sparseseg.oneseg.baselines import METHODS, MODEL_METHODS, PROPAGATORS, baseline_propagator
 from sparseseg.oneseg.guided_adaptation import GuidedAdaptConfig, adapt_to_annotation
+from sparseseg.oneseg.hybrid import HybridPropagator
 from sparseseg.oneseg.intensity import INTENSITY_WEIGHT
 from sparseseg.oneseg.interpolation import interpolate
 from sparseseg.oneseg.model import (
@@ -46,6 +47,7 @@ from sparseseg.oneseg.propagation import (
     OneSegPropagator,
     ProgressFunction,
     Propagation,
+    Propagator,
     propagate_annotation,
 )
 from sparseseg.oneseg.screening import (
@@ -403,7 +405,7 @@ def _check_options(method: str, fusion: str, adapt: float = 0.0, adapt_mode: str
         raise InputError(f"unknown propagation method {method!r} ({', '.join(METHODS)})")
     if adapt < 0:
         raise InputError(f"--adapt needs a number of seconds >= 0, got {adapt}")
-    if adapt > 0 and method != "oneseg":
+    if adapt > 0 and method not in MODEL_METHODS:
         raise InputError(f"--adapt fine-tunes the OneSeg model; method {method!r} has none")
     if adapt_mode not in ADAPT_MODES:
         raise InputError(f"unknown adaptation mode {adapt_mode!r} ({', '.join(ADAPT_MODES)})")
@@ -447,16 +449,19 @@ def _run(
     """Propagate ``annotation`` through ``vol`` with a slice-by-slice method (OneSeg's model
     first adapted to the volume, :func:`adapt`, when ``adapt_seconds`` is positive)."""
     net = None
-    if method == "oneseg":
+    if method in MODEL_METHODS:
         net = _as_model(model, device)
         if adapt_seconds > 0:
             net = adapt(model=net, image=vol, seconds=adapt_seconds, annotation=annotation,
                         mode=adapt_mode, device=device)
     with torch.inference_mode():
-        if net is not None:
-            propagator = OneSegPropagator(net, vol.array, anchor=anchor)
-        else:
+        propagator: Propagator
+        if net is None:
             propagator = baseline_propagator(method, vol.array)
+        elif method == "hybrid":
+            propagator = HybridPropagator.for_volume(net, vol.array, anchor=anchor)
+        else:
+            propagator = OneSegPropagator(net, vol.array, anchor=anchor)
         report, close = _progress_function(progress, "propagating")
         try:
             return propagate_annotation(vol.array, annotation, propagator, fusion=fusion,
@@ -506,9 +511,10 @@ def propagate(
             touching an annotated pixel).
         anchor: OneSeg also copies from the chain's annotated slice at every step
             (``False``: from the last propagated slice only, as in the paper).
-        method: ``oneseg``, a training-free propagator (``registration``: chained demons;
-            ``copy``), or ``interpolation`` (morphological contour interpolation between
-            annotated slices, at least two per label).
+        method: ``oneseg``, ``hybrid`` (OneSeg and soft registration mixed at every step,
+            :mod:`sparseseg.oneseg.hybrid`), a training-free propagator (``registration``:
+            chained demons; ``copy``), or ``interpolation`` (morphological contour
+            interpolation between annotated slices, at least two per label).
         fusion: How the two chains between annotated slices are joined
             (:data:`~sparseseg.oneseg.propagation.FUSIONS`).
         adapt: Seconds of test-time adaptation of the OneSeg model on this volume before
@@ -612,7 +618,8 @@ def suggest(
         image: Volume file or loaded volume.
         annotation: The annotated slices so far (as for :func:`propagate`).
         slice_index: Index of a 2D annotation (one per 2D file).
-        method: ``oneseg``, ``registration`` or ``copy`` (a propagating method).
+        method: ``oneseg``, ``hybrid``, ``registration`` or ``copy`` (a propagating
+            method).
         criterion: ``gain`` (default), ``uncertainty`` or ``distance``
             (:data:`~sparseseg.oneseg.suggestion.CRITERIA`).
         anchor: As for :func:`propagate`.
@@ -729,7 +736,7 @@ def propagate_batch(
         verify: Sli2Vol's per-step verification clean-up.
         keep_largest: Keep the largest 3D component of each label.
         anchor: OneSeg also copies from the annotated slice at every step.
-        method: ``oneseg``, ``registration``, ``copy`` or ``interpolation``.
+        method: ``oneseg``, ``hybrid``, ``registration``, ``copy`` or ``interpolation``.
         fusion: How chains between two annotated slices are joined (as for
             :func:`propagate`).
         adapt: Seconds of test-time adaptation on each case (as for :func:`propagate`).
@@ -764,7 +771,7 @@ def propagate_batch(
         shown = ", ".join(p.name for p in unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
         log.warning("%s: %d annotation file(s) match no image: %s", annotations,
                     len(unmatched), shown)
-    net = _as_model(model, device) if method == "oneseg" else None
+    net = _as_model(model, device) if method in MODEL_METHODS else None
 
     def work(case) -> Volume:
         found = matches.get(case.name, [])
