@@ -155,7 +155,7 @@ def test_the_intensity_switch_reaches_the_propagation(
 
 
 def test_hybrid_method_in_the_widget(
-    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     from sparseseg.napari.tasks import propagate_labels
     from sparseseg.napari.widget import METHODS
@@ -163,7 +163,7 @@ def test_hybrid_method_in_the_widget(
 
     assert METHODS == CORE_METHODS  # the widget keeps its own list (no torch at import)
     image_file, label_file = phantom_files
-    _, widget = _open(make_napari_viewer, image_file)
+    viewer, widget = _open(make_napari_viewer, image_file)
     truth, k = _paint_largest(qtbot, widget, label_file)
     widget.method_combo.setCurrentText("hybrid")
     assert widget.adapt_check.isEnabled() and widget.intensity_check.isEnabled()
@@ -175,6 +175,8 @@ def test_hybrid_method_in_the_widget(
                             model=widget.model, method="hybrid", painted=[k])
     want[k] = truth[k]
     assert np.array_equal(widget.labels_layer.data, want)
+    viewer.dims.set_point(SLIDER_AXIS, k + 2)
+    viewer.screenshot(str(tmp_path / "hybrid.png"), canvas_only=False)
     # Without a model the hybrid has nothing to mix: the widget falls back to registration.
     widget.model_edit.setText("")
     assert widget.method == "registration"
