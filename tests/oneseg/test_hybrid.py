@@ -17,7 +17,7 @@ from sparseseg.napari import tasks
 from sparseseg.oneseg import baselines
 from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.baselines import RegistrationPropagator
-from sparseseg.oneseg.hybrid import HybridPropagator
+from sparseseg.oneseg.hybrid import HYBRID_WEIGHT, HybridPropagator
 from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.propagation import OneSegPropagator, propagate_annotation
 from sparseseg_test_utils import disc
@@ -137,8 +137,39 @@ def test_hybrid_method_through_api_and_cli(tiny_model, phantom_folder, tmp_path)
     assert (read_label(out).array == result.array).all()
 
 
+def test_hybrid_weight_option(tiny_model, phantom_folder, tmp_path, capsys) -> None:
+    image, _, k, ann = _phantom(phantom_folder)
+    from sparseseg.io import write_volume
+
+    ann_path = tmp_path / "ann.nii.gz"
+    write_volume(ann_path, ann, image)
+    base = ["oneseg", "propagate", "-q", "-m", str(tiny_model), "-i",
+            str(phantom_folder / "image.nii.gz"), "-a", str(ann_path), "--device", "cpu"]
+    # All OneSeg: the hybrid's labels are OneSeg's; all registration: soft registration's.
+    assert main([*base, "-o", str(tmp_path / "one.nii.gz")]) == 0
+    assert main([*base, "-o", str(tmp_path / "h1.nii.gz"), "--method", "hybrid",
+                 "--hybrid-weight", "1"]) == 0
+    assert (read_label(tmp_path / "h1.nii.gz").array
+            == read_label(tmp_path / "one.nii.gz").array).all()
+    assert main([*base, "-o", str(tmp_path / "h0.nii.gz"), "--method", "hybrid",
+                 "--hybrid-weight", "0"]) == 0
+    with torch.inference_mode():
+        want = propagate_annotation(
+            image.array, SliceAnnotation({k: ann[:, :, k]}, n_slices=ann.shape[2]),
+            RegistrationPropagator(image.array, soft=True)).labels
+    assert (read_label(tmp_path / "h0.nii.gz").array == want).all()
+    capsys.readouterr()
+    for bad in ("1.5", "-0.2", "nan"):
+        out = tmp_path / f"bad{bad}.nii.gz"
+        assert main([*base, "-o", str(out), "--method", "hybrid", "--hybrid-weight", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--hybrid-weight" in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+
+
 def test_method_lists_outside_the_core_match_it() -> None:
     """The CLI and napari keep their own lists (importing the core loads torch)."""
     assert oneseg_cli.METHOD_CHOICES == baselines.METHODS
     assert oneseg_cli.PROPAGATOR_CHOICES == baselines.PROPAGATORS
     assert tasks.MODEL_METHODS == baselines.MODEL_METHODS
+    assert oneseg_cli.HYBRID_WEIGHT == HYBRID_WEIGHT

@@ -31,7 +31,7 @@ from sparseseg.oneseg.adaptation import AdaptConfig, adapt_model
 from sparseseg.oneseg.annotation import SliceAnnotation, annotated_slices, read_annotation
 from sparseseg.oneseg.baselines import METHODS, MODEL_METHODS, PROPAGATORS, baseline_propagator
 from sparseseg.oneseg.guided_adaptation import GuidedAdaptConfig, adapt_to_annotation
-from sparseseg.oneseg.hybrid import HybridPropagator
+from sparseseg.oneseg.hybrid import HYBRID_WEIGHT, HybridPropagator
 from sparseseg.oneseg.intensity import INTENSITY_WEIGHT
 from sparseseg.oneseg.interpolation import interpolate
 from sparseseg.oneseg.model import (
@@ -398,7 +398,8 @@ def _as_annotation(annotation: AnnotationInput, vol: Volume,
 
 
 def _check_options(method: str, fusion: str, adapt: float = 0.0, adapt_mode: str = "guided",
-                   intensity_weight: float = INTENSITY_WEIGHT) -> None:
+                   intensity_weight: float = INTENSITY_WEIGHT,
+                   hybrid_weight: float = HYBRID_WEIGHT) -> None:
     if fusion not in FUSIONS:
         raise InputError(f"unknown fusion {fusion!r} ({', '.join(FUSIONS)})")
     if method not in METHODS:
@@ -411,6 +412,8 @@ def _check_options(method: str, fusion: str, adapt: float = 0.0, adapt_mode: str
         raise InputError(f"unknown adaptation mode {adapt_mode!r} ({', '.join(ADAPT_MODES)})")
     if not (math.isfinite(intensity_weight) and intensity_weight >= 0):
         raise InputError(f"--intensity-weight needs a number >= 0, got {intensity_weight}")
+    if not (math.isfinite(hybrid_weight) and 0.0 <= hybrid_weight <= 1.0):
+        raise InputError(f"--hybrid-weight needs a number between 0 and 1, got {hybrid_weight}")
 
 
 def _progress_function(progress: bool | ProgressFunction, desc: str
@@ -445,6 +448,7 @@ def _run(
     adapt_seconds: float = 0.0,
     adapt_mode: str = "guided",
     intensity_weight: float = INTENSITY_WEIGHT,
+    hybrid_weight: float = HYBRID_WEIGHT,
 ) -> Propagation:
     """Propagate ``annotation`` through ``vol`` with a slice-by-slice method (OneSeg's model
     first adapted to the volume, :func:`adapt`, when ``adapt_seconds`` is positive)."""
@@ -459,7 +463,8 @@ def _run(
         if net is None:
             propagator = baseline_propagator(method, vol.array)
         elif method == "hybrid":
-            propagator = HybridPropagator.for_volume(net, vol.array, anchor=anchor)
+            propagator = HybridPropagator.for_volume(net, vol.array, anchor=anchor,
+                                                     weight=hybrid_weight)
         else:
             propagator = OneSegPropagator(net, vol.array, anchor=anchor)
         report, close = _progress_function(progress, "propagating")
@@ -486,6 +491,7 @@ def propagate(
     adapt: float = 0.0,
     adapt_mode: str = "guided",
     intensity_weight: float = INTENSITY_WEIGHT,
+    hybrid_weight: float = HYBRID_WEIGHT,
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     preview: PathLike | None = None,
@@ -524,6 +530,8 @@ def propagate(
             slices, in the final label decision (:mod:`sparseseg.oneseg.intensity`; ``0``:
             the propagation's most probable label; not used by ``copy`` and
             ``interpolation``).
+        hybrid_weight: OneSeg's share of ``hybrid``'s mix, in ``[0, 1]`` (registration's:
+            the rest; :data:`~sparseseg.oneseg.hybrid.HYBRID_WEIGHT`).
         device: Where to compute.
         progress: Show a progress bar, or a callback ``progress(done, total)`` called after
             each propagated slice.
@@ -537,7 +545,7 @@ def propagate(
     Raises:
         InputError: Bad annotation or volume (see the CLI docs).
     """
-    _check_options(method, fusion, adapt, adapt_mode, intensity_weight)
+    _check_options(method, fusion, adapt, adapt_mode, intensity_weight, hybrid_weight)
     if preview is not None:
         from sparseseg.viz import check_png_path  # only with a preview: viz loads scipy
 
@@ -551,7 +559,7 @@ def propagate(
         result = _run(model=model, vol=vol, annotation=ann, method=method, verify=verify,
                       keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
                       progress=progress, adapt_seconds=adapt, adapt_mode=adapt_mode,
-                      intensity_weight=intensity_weight).labels
+                      intensity_weight=intensity_weight, hybrid_weight=hybrid_weight).labels
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)
@@ -604,6 +612,7 @@ def suggest(
     adapt: float = 0.0,
     adapt_mode: str = "guided",
     intensity_weight: float = INTENSITY_WEIGHT,
+    hybrid_weight: float = HYBRID_WEIGHT,
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     confidence: PathLike | None = None,
@@ -629,6 +638,7 @@ def suggest(
         adapt_mode: As for :func:`propagate`.
         intensity_weight: As for :func:`propagate` (the labels only; the suggestion is
             scored on the propagation's own doubt).
+        hybrid_weight: As for :func:`propagate`.
         device: Where to compute.
         progress: Show a progress bar, or a ``progress(done, total)`` callback.
         confidence: Also write the per-slice table (:meth:`Suggestion.table`) to this CSV.
@@ -640,7 +650,7 @@ def suggest(
         InputError: Bad annotation or volume, every slice annotated, or a method that does
             not propagate.
     """
-    _check_options(method, fusion, adapt, adapt_mode, intensity_weight)
+    _check_options(method, fusion, adapt, adapt_mode, intensity_weight, hybrid_weight)
     if method not in PROPAGATORS:
         raise InputError(f"suggest needs a propagating method ({', '.join(PROPAGATORS)}), "
                          f"not {method!r}")
@@ -659,7 +669,7 @@ def suggest(
     result = _run(model=model, vol=vol, annotation=ann, method=method, verify=False,
                   keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
                   progress=progress, adapt_seconds=adapt, adapt_mode=adapt_mode,
-                  intensity_weight=intensity_weight)
+                  intensity_weight=intensity_weight, hybrid_weight=hybrid_weight)
     found = Suggestion(slice=suggest_slice(result, criterion),
                        scores=slice_scores(result, criterion), confidence=result.confidence,
                        labels=vol.with_array(result.labels), result=result)
@@ -713,6 +723,7 @@ def propagate_batch(
     adapt: float = 0.0,
     adapt_mode: str = "guided",
     intensity_weight: float = INTENSITY_WEIGHT,
+    hybrid_weight: float = HYBRID_WEIGHT,
     device: str = "auto",
     num_parts: int = 1,
     part_id: int = 0,
@@ -742,6 +753,7 @@ def propagate_batch(
         adapt: Seconds of test-time adaptation on each case (as for :func:`propagate`).
         adapt_mode: As for :func:`propagate`.
         intensity_weight: As for :func:`propagate`.
+        hybrid_weight: As for :func:`propagate`.
         device: Where to compute.
         num_parts: Split the cases (sorted by name) into this many parts.
         part_id: The part to process, ``0 .. num_parts - 1``.
@@ -760,7 +772,7 @@ def propagate_batch(
     from sparseseg.batch import BatchError, match_case_files, run_batch, validate_parts
 
     validate_parts(num_parts, part_id)
-    _check_options(method, fusion, adapt, adapt_mode, intensity_weight)
+    _check_options(method, fusion, adapt, adapt_mode, intensity_weight, hybrid_weight)
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
     annotations, output = Path(annotations), Path(output)
     if output.exists() and annotations.exists() and output.samefile(annotations):
@@ -785,7 +797,8 @@ def propagate_batch(
         return propagate(model=net, image=case.image, annotation=found[0], verify=verify,
                          keep_largest=keep_largest, anchor=anchor, method=method,
                          fusion=fusion, adapt=adapt, adapt_mode=adapt_mode,
-                         intensity_weight=intensity_weight, device=device)
+                         intensity_weight=intensity_weight, hybrid_weight=hybrid_weight,
+                         device=device)
 
     def save(result: Volume, target: Path) -> None:
         write_volume(target, result.array, result)
