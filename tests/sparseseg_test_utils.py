@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sparseseg.io import Volume
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = (REPO_ROOT / "../shared/data").resolve()
 """Real volumes (nnU-Net layout), read in place; tests using them skip when absent."""
@@ -20,6 +22,19 @@ def real_case(folder: str, pattern: str = "*") -> tuple[Path, Path]:
     label = labels[0]
     image = root / "imagesTr" / label.name.replace(".nii.gz", "_0000.nii.gz")
     return image, label
+
+
+def liver_slice_annotation(folder: Path) -> tuple[Volume, np.ndarray, int, np.ndarray]:
+    """The OneSeg test phantom in ``folder`` (``image.nii.gz``, ``label.nii.gz``), its label,
+    the liver's (label 1) largest slice and that slice's annotation volume."""
+    from sparseseg.io import read_label, read_volume
+
+    image = read_volume(folder / "image.nii.gz")
+    truth = read_label(folder / "label.nii.gz").array
+    k = int(np.argmax((truth == 1).sum(axis=(0, 1))))
+    ann = np.zeros_like(truth)
+    ann[:, :, k] = truth[:, :, k]
+    return image, truth, k, ann
 
 
 def disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from sparseseg import oneseg
 from sparseseg.cli import oneseg as oneseg_cli
 from sparseseg.cli.main import main
-from sparseseg.io import read_label, read_volume
+from sparseseg.io import read_label
 from sparseseg.metrics import dice
 from sparseseg.napari import tasks
 from sparseseg.oneseg import baselines
@@ -20,7 +20,7 @@ from sparseseg.oneseg.baselines import RegistrationPropagator
 from sparseseg.oneseg.hybrid import HYBRID_WEIGHT, HybridPropagator
 from sparseseg.oneseg.model import OneSegModel
 from sparseseg.oneseg.propagation import OneSegPropagator, propagate_annotation
-from sparseseg_test_utils import disc
+from sparseseg_test_utils import disc, liver_slice_annotation
 
 CLASSES = np.array([0, 1])
 
@@ -31,15 +31,6 @@ def _moving_disc(n: int = 8, shape: tuple[int, int] = (40, 40)) -> tuple[np.ndar
     label = np.stack([disc(shape, (12 + k, 20), 7) for k in range(n)], axis=-1)
     image = (label * 100.0 + rng.normal(0, 3, label.shape)).astype(np.float32)
     return image, label.astype(np.uint8)
-
-
-def _phantom(folder: Path) -> tuple[object, np.ndarray, int, np.ndarray]:
-    image = read_volume(folder / "image.nii.gz")
-    truth = read_label(folder / "label.nii.gz").array
-    k = int(np.argmax((truth == 1).sum(axis=(0, 1))))
-    ann = np.zeros_like(truth)
-    ann[:, :, k] = truth[:, :, k]
-    return image, truth, k, ann
 
 
 def test_soft_registration_follows_the_moving_disc_and_gives_probabilities() -> None:
@@ -74,7 +65,7 @@ def model(tiny_model: Path) -> OneSegModel:
 
 
 def test_hybrid_step_is_the_weighted_mix_of_both_propagators(model, phantom_folder) -> None:
-    image, truth, k, ann = _phantom(phantom_folder)
+    image, truth, k, ann = liver_slice_annotation(phantom_folder)
     arr = image.array
     key = {k: ann[:, :, k]}
     hybrid = HybridPropagator.for_volume(model, arr, weight=0.7)
@@ -100,7 +91,7 @@ def test_hybrid_refuses_weights_outside_0_1(model, weight: float) -> None:
 @pytest.mark.parametrize("weight", [0.0, 1.0])
 def test_hybrid_at_either_end_is_that_propagator_alone(model, phantom_folder,
                                                        weight: float) -> None:
-    image, _, k, ann = _phantom(phantom_folder)
+    image, _, k, ann = liver_slice_annotation(phantom_folder)
     annotation = SliceAnnotation({k: ann[:, :, k]}, n_slices=ann.shape[2])
     alone = (OneSegPropagator(model, image.array) if weight == 1.0
              else RegistrationPropagator(image.array, soft=True))
@@ -113,7 +104,7 @@ def test_hybrid_at_either_end_is_that_propagator_alone(model, phantom_folder,
 
 
 def test_hybrid_method_through_api_and_cli(tiny_model, phantom_folder, tmp_path) -> None:
-    image, truth, k, ann = _phantom(phantom_folder)
+    image, truth, k, ann = liver_slice_annotation(phantom_folder)
     result = oneseg.propagate(model=tiny_model, image=image, annotation=ann, method="hybrid",
                               device="cpu")
     assert (result.array[:, :, k] == ann[:, :, k]).all()
@@ -138,7 +129,7 @@ def test_hybrid_method_through_api_and_cli(tiny_model, phantom_folder, tmp_path)
 
 
 def test_hybrid_weight_option(tiny_model, phantom_folder, tmp_path, capsys) -> None:
-    image, _, k, ann = _phantom(phantom_folder)
+    image, _, k, ann = liver_slice_annotation(phantom_folder)
     from sparseseg.io import write_volume
 
     ann_path = tmp_path / "ann.nii.gz"

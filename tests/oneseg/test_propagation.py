@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from sparseseg import oneseg
-from sparseseg.io import Volume, read_label, read_volume
+from sparseseg.io import read_label, read_volume
 from sparseseg.metrics import dice
 from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.baselines import CopyPropagator, HardPropagator
@@ -22,7 +22,7 @@ from sparseseg.oneseg.propagation import (
     SliceFeatures,
     propagate_annotation,
 )
-from sparseseg_test_utils import disc
+from sparseseg_test_utils import disc, liver_slice_annotation
 
 
 class StepPropagator(HardPropagator):
@@ -202,20 +202,10 @@ def test_verification_drops_pixels_that_look_like_the_surroundings() -> None:
     assert dice(kept, prev_mask) > 0.95
 
 
-def _liver_slice_annotation(folder: Path) -> tuple[Volume, np.ndarray, int, np.ndarray]:
-    """The phantom, its label, the liver's largest slice and that slice's annotation volume."""
-    image = read_volume(folder / "image.nii.gz")
-    truth = read_label(folder / "label.nii.gz").array
-    k = int(np.argmax((truth == 1).sum(axis=(0, 1))))
-    ann = np.zeros_like(truth)
-    ann[:, :, k] = truth[:, :, k]
-    return image, truth, k, ann
-
-
 def test_oneseg_propagate_on_phantom(
     tiny_model: Path, phantom_folder: Path, tmp_path: Path
 ) -> None:
-    image, truth, k, ann = _liver_slice_annotation(phantom_folder)
+    image, truth, k, ann = liver_slice_annotation(phantom_folder)
     result = oneseg.propagate(
         model=tiny_model, image=image, annotation=ann, output=tmp_path / "out.nii.gz", device="cpu"
     )
@@ -230,7 +220,7 @@ def test_oneseg_propagate_on_phantom(
 
 @pytest.mark.parametrize("method", ["registration", "copy"])
 def test_baselines_need_no_model(phantom_folder: Path, method: str) -> None:
-    image, truth, k, ann = _liver_slice_annotation(phantom_folder)
+    image, truth, k, ann = liver_slice_annotation(phantom_folder)
     result = oneseg.propagate(image=image, annotation=ann, method=method)
     assert dice(result.array == 1, truth == 1) > 0.5
 
@@ -248,7 +238,7 @@ def test_largest_component_keeps_every_annotated_component() -> None:
 def test_anchor_copies_from_the_annotated_slice_when_the_chain_has_lost_the_label(
     tiny_model: Path, phantom_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    volume, truth, k0, _ = _liver_slice_annotation(phantom_folder)
+    volume, truth, k0, _ = liver_slice_annotation(phantom_folder)
     image = volume.array
     model = OneSegModel.load(tiny_model)
     # Hand-made features: slice k0 + 2 looks exactly like the annotated slice k0, the last
@@ -285,7 +275,7 @@ def test_anchor_copies_from_the_annotated_slice_when_the_chain_has_lost_the_labe
 def test_propagate_without_anchor_is_the_papers_chain(
     tiny_model: Path, phantom_folder: Path
 ) -> None:
-    image, truth, k, ann = _liver_slice_annotation(phantom_folder)
+    image, truth, k, ann = liver_slice_annotation(phantom_folder)
     model = OneSegModel.load(tiny_model)
     got = oneseg.propagate(model=model, image=image, annotation=ann, anchor=False,
                            intensity_weight=0, device="cpu")
@@ -329,7 +319,7 @@ def test_slice_features_encode_only_the_blocks_asked_for(tiny_model: Path,
 
 def test_propagation_encodes_only_the_slices_its_chains_reach(tiny_model: Path,
                                                              phantom_folder: Path) -> None:
-    volume, _, k0, ann = _liver_slice_annotation(phantom_folder)
+    volume, _, k0, ann = liver_slice_annotation(phantom_folder)
     # 24 more slices like the last one above the volume, and a slice annotated empty 6 above
     # the liver's: no chain goes past that one (how far a chain runs on its own depends on
     # the barely trained model, and so on the machine that trained it).
