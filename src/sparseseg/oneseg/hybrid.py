@@ -13,8 +13,8 @@ look alike (a whole-body CT's organs run past their ends), registration's warps 
 the image's edges but drift where the slices change much. Measured (docs/benchmarks.md, the
 default model, each organ from its largest slice): AbdomenTS CT 0.705 (OneSeg), 0.504
 (registration), 0.748 (hybrid); MR 0.783, 0.817, 0.838. On LeftAtrium it is level with OneSeg
-alone and on the ~10 thick short-axis slices of Cardiac registration alone is better; it costs
-a registration per step (about 5x OneSeg's time).
+alone and on the ~10 thick short-axis slices of Cardiac registration alone is better. It costs
+a registration per step: 2-4x OneSeg's time on those organs, about 10x on a LeftAtrium volume.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from sparseseg.oneseg.propagation import OneSegPropagator, Propagator
 
 HYBRID_WEIGHT = 0.7
 """OneSeg's share of the mix (registration's: ``1 - HYBRID_WEIGHT``). On AbdomenTS (14 organs,
-default model, soft registration) 0.6 / 0.7 / 0.8 scored 0.753 / 0.793 / 0.780 mean Dice;
-on LeftAtrium (10 held-out cases, 2 evenly spaced slices) 0.7 / 0.8 scored 0.837 / 0.847
-(OneSeg alone 0.845)."""
+default model) 0.7 / 0.8 scored 0.793 / 0.780 mean Dice with soft warps (hard warps at
+0.6 / 0.7 / 0.8: 0.753 / 0.783 / 0.787); on LeftAtrium (10 held-out cases, 2 evenly spaced
+slices) 0.7 / 0.8 scored 0.837 / 0.847 (OneSeg alone 0.845)."""
 
 
 class HybridPropagator(Propagator):
