@@ -261,8 +261,8 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hybrid-weight", type=float, default=HYBRID_WEIGHT, metavar="W",
         help="with --method hybrid: OneSeg's share of the mix, 0..1, registration's the "
-        f"rest (default {HYBRID_WEIGHT:g}; measured best on abdominal CT/MR; on thick "
-        "short-axis cardiac slices 0.5 or less)",
+        f"rest (default {HYBRID_WEIGHT:g}, measured best on abdominal CT/MR; on ~10 thick "
+        "cardiac short-axis slices use --method registration)",
     )
     parser.add_argument(
         "--adapt", type=float, default=0.0, metavar="SECONDS",
