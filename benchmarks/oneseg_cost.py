@@ -40,9 +40,10 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[3]))
 from sparseseg import oneseg
+from sparseseg.oneseg.baselines import MODEL_METHODS
 method, folder = sys.argv[1], sys.argv[2]
 start = time.monotonic()
-oneseg.propagate(model=f"{folder}/model" if method in ("oneseg", "hybrid") else None,
+oneseg.propagate(model=f"{folder}/model" if method in MODEL_METHODS else None,
                  image=f"{folder}/image.nii.gz", annotation=f"{folder}/ann.nii.gz",
                  output=f"{folder}/out.nii.gz", method=method, device="cpu")
 seconds = time.monotonic() - start

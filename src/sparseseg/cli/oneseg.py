@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prop.add_argument("-m", "--model", default=None, metavar="MODEL_DIR", help=MODEL_HELP)
     prop.add_argument("--method", choices=METHOD_CHOICES, default="oneseg",
                       help="oneseg (default), hybrid (oneseg and registration mixed at every "
-                      "step: best on abdominal CT/MR, ~5x slower), registration (chained "
+                      "step: best on abdominal CT/MR, 2-10x slower), registration (chained "
                       "demons), copy, or interpolation (morphological contour interpolation, "
                       "3D Slicer's 'fill between slices'; at least 2 annotated slices per "
                       "label)")
