@@ -152,29 +152,53 @@ def test_the_intensity_switch_reaches_the_propagation(
     for method, enabled in (("copy", False), ("interpolation", False), ("registration", True)):
         widget.method_combo.setCurrentText(method)
         assert widget.intensity_check.isEnabled() == enabled, method
+    # The widget's list (a copy: no torch at import) is the core's propagators that decide
+    # with intensities.
+    from sparseseg.napari.widget import INTENSITY_METHODS
+    from sparseseg.oneseg.baselines import PROPAGATORS, baseline_propagator
+    from sparseseg.oneseg.hybrid import HybridPropagator
+    from sparseseg.oneseg.propagation import OneSegPropagator
+
+    decides = {m: baseline_propagator(m, image.array).intensity_decision
+               for m in ("registration", "copy")}
+    decides |= {"oneseg": OneSegPropagator.intensity_decision,
+                "hybrid": HybridPropagator.intensity_decision}
+    assert tuple(m for m in PROPAGATORS if decides[m]) == INTENSITY_METHODS
 
 
 def test_hybrid_method_in_the_widget(
     make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from sparseseg.napari.tasks import propagate_labels
+    from sparseseg.napari.tasks import HYBRID_WEIGHT, propagate_labels
     from sparseseg.napari.widget import METHODS
     from sparseseg.oneseg.baselines import METHODS as CORE_METHODS
+    from sparseseg.oneseg.hybrid import HYBRID_WEIGHT as CORE_HYBRID_WEIGHT
 
-    assert METHODS == CORE_METHODS  # the widget keeps its own list (no torch at import)
+    # The widget and its tasks keep their own copies (no torch at import).
+    assert METHODS == CORE_METHODS and HYBRID_WEIGHT == CORE_HYBRID_WEIGHT
     image_file, label_file = phantom_files
     viewer, widget = _open(make_napari_viewer, image_file)
     truth, k = _paint_largest(qtbot, widget, label_file)
+    assert not widget.hybrid_spin.isEnabled()  # oneseg: no mix to weigh
+    assert widget.hybrid_weight == HYBRID_WEIGHT
     widget.method_combo.setCurrentText("hybrid")
     assert widget.adapt_check.isEnabled() and widget.intensity_check.isEnabled()
+    assert widget.hybrid_spin.isEnabled()
+    widget.hybrid_spin.setValue(0.3)  # the annotator gives registration the larger share
     _click(qtbot, widget, widget.propagate_button)
-    assert "propagated (hybrid" in widget.status, widget.status
+    assert "propagated (hybrid, OneSeg share 0.3" in widget.status, widget.status
     annotation = np.zeros_like(truth)
     annotation[k] = truth[k]
-    want = propagate_labels(image=read_volume(image_file), annotation=annotation,
-                            model=widget.model, method="hybrid", painted=[k])
+    image = read_volume(image_file)
+    want = propagate_labels(image=image, annotation=annotation, model=widget.model,
+                            method="hybrid", painted=[k], hybrid_weight=0.3)
     want[k] = truth[k]
     assert np.array_equal(widget.labels_layer.data, want)
+    # The share reaches the propagation: the default share gives other labels here.
+    default = propagate_labels(image=image, annotation=annotation, model=widget.model,
+                               method="hybrid", painted=[k])
+    default[k] = truth[k]
+    assert not np.array_equal(default, want)
     viewer.dims.set_point(SLIDER_AXIS, k + 2)
     viewer.screenshot(str(tmp_path / "hybrid.png"), canvas_only=False)
     # Without a model the hybrid has nothing to mix: the widget falls back to registration.

@@ -28,6 +28,10 @@ MODEL_METHODS = ("oneseg", "hybrid")
 """Methods that use a OneSeg model (:data:`sparseseg.oneseg.baselines.MODEL_METHODS`; not
 imported from there, which loads torch)."""
 
+HYBRID_WEIGHT = 0.7
+"""OneSeg's share of ``hybrid``'s mix by default (:data:`sparseseg.oneseg.hybrid.HYBRID_WEIGHT`;
+a copy, for the same reason)."""
+
 ADAPT_CAP = 60.0
 """Seconds guided adaptation may take at most (its 10 steps take 1-5 s on 2 CPU cores)."""
 
@@ -110,6 +114,7 @@ def propagate_labels(
     painted: Iterable[int] | None = None,
     adapt: bool = False,
     intensity_weight: float | None = None,
+    hybrid_weight: float = HYBRID_WEIGHT,
 ) -> np.ndarray:
     """Propagate the painted slices through the volume.
 
@@ -126,6 +131,8 @@ def propagate_labels(
             adaptation, :func:`sparseseg.oneseg.adapt`; 1-5 s).
         intensity_weight: Weight of the scan's intensities in the label decision (``None``:
             the default, :data:`sparseseg.oneseg.intensity.INTENSITY_WEIGHT`).
+        hybrid_weight: OneSeg's share of ``hybrid``'s mix, in ``[0, 1]`` (the rest is
+            registration's); other methods ignore it.
 
     Returns:
         The propagated labels in layer order (painted slices as returned by the API; the
@@ -146,6 +153,7 @@ def propagate_labels(
         method=method,
         adapt=ADAPT_CAP if adapt and method in MODEL_METHODS else 0.0,
         intensity_weight=_weight(intensity_weight),
+        hybrid_weight=hybrid_weight,
         device=device,
         progress=progress or False,
     )
@@ -163,6 +171,7 @@ def suggest_slice(
     painted: Iterable[int] | None = None,
     adapt: bool = False,
     intensity_weight: float | None = None,
+    hybrid_weight: float = HYBRID_WEIGHT,
 ) -> SliceSuggestion:
     """The slice to paint next.
 
@@ -180,6 +189,7 @@ def suggest_slice(
         painted: The slices the user painted (:func:`painted_annotation`).
         adapt: As for :func:`propagate_labels`.
         intensity_weight: As for :func:`propagate_labels`.
+        hybrid_weight: As for :func:`propagate_labels`.
 
     Raises:
         SparsesegError: Bad model folder or annotation, or no ``suggest`` in this sparseseg.
@@ -196,6 +206,7 @@ def suggest_slice(
                            method=method,
                            adapt=ADAPT_CAP if adapt and method in MODEL_METHODS else 0.0,
                            intensity_weight=_weight(intensity_weight),
+                           hybrid_weight=hybrid_weight,
                            device=device, progress=progress or False)
     return SliceSuggestion(int(found.slice), "suggest", np.asarray(found.confidence),
                            to_display(found.labels.array))

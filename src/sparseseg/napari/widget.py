@@ -29,6 +29,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -154,6 +155,19 @@ class AnnotationWidget(QWidget):
         self.method_combo.currentTextChanged.connect(
             lambda m: self.intensity_check.setEnabled(m in INTENSITY_METHODS))
         self.intensity_check.setEnabled(self.method in INTENSITY_METHODS)
+        self.hybrid_spin = QDoubleSpinBox()
+        self.hybrid_spin.setRange(0.0, 1.0)
+        self.hybrid_spin.setSingleStep(0.1)
+        self.hybrid_spin.setDecimals(2)
+        self.hybrid_spin.setValue(tasks.HYBRID_WEIGHT)
+        self.hybrid_spin.setToolTip(
+            "hybrid only: OneSeg's share of each step's mix, the rest is registration's "
+            "(0.7 is best on abdominal CT and MR; lower it for thick slices such as cardiac "
+            "short-axis stacks, where 0 = registration alone scores best)"
+        )
+        self.method_combo.currentTextChanged.connect(
+            lambda m: self.hybrid_spin.setEnabled(m == "hybrid"))
+        self.hybrid_spin.setEnabled(self.method == "hybrid")
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         new_labels = QPushButton("new")
@@ -195,6 +209,7 @@ class AnnotationWidget(QWidget):
         form = QFormLayout()
         form.addRow("model", _row(self.model_edit, model_browse))
         form.addRow("method", self.method_combo)
+        form.addRow("OneSeg share", self.hybrid_spin)
         form.addRow("", self.adapt_check)
         form.addRow("", self.intensity_check)
         form.addRow("image", self.image_combo)
@@ -309,7 +324,8 @@ class AnnotationWidget(QWidget):
                 dict(image=image, annotation=annotation, model=self.model,
                      method=self.method, device=self.device, progress=self.progressed.emit,
                      painted=sorted(tracker.slices), adapt=self.adapt,
-                     intensity_weight=self.intensity_weight),
+                     intensity_weight=self.intensity_weight,
+                     hybrid_weight=self.hybrid_weight),
                 self._suggested,
                 "finding the slice to paint",
             )
@@ -326,7 +342,8 @@ class AnnotationWidget(QWidget):
                 dict(image=image, annotation=annotation, model=self.model,
                      method=self.method, device=self.device, progress=self.progressed.emit,
                      painted=sorted(tracker.slices), adapt=self.adapt,
-                     intensity_weight=self.intensity_weight),
+                     intensity_weight=self.intensity_weight,
+                     hybrid_weight=self.hybrid_weight),
                 self._propagated,
                 f"propagating {self.method} from slice(s) "
                 f"{_ranges(labeled_slices(annotation))}",
@@ -407,6 +424,11 @@ class AnnotationWidget(QWidget):
     def adapt(self) -> bool:
         """Whether OneSeg's model is first adapted to the painted slices."""
         return self.adapt_check.isChecked() and self.method in tasks.MODEL_METHODS
+
+    @property
+    def hybrid_weight(self) -> float:
+        """OneSeg's share of the ``hybrid`` method's mix."""
+        return float(self.hybrid_spin.value())
 
     @property
     def intensity_weight(self) -> float | None:
@@ -570,6 +592,12 @@ class AnnotationWidget(QWidget):
         self.progress_bar.setRange(0, max(int(total), 1))
         self.progress_bar.setValue(int(done))
 
+    def _share(self) -> str:
+        """The hybrid's OneSeg share for the status line, when not the default."""
+        if self.method != "hybrid" or self.hybrid_weight == tasks.HYBRID_WEIGHT:
+            return ""
+        return f", OneSeg share {self.hybrid_weight:g}"
+
     def _elapsed(self) -> str:
         return f"{time.perf_counter() - self._started:.1f} s"
 
@@ -582,7 +610,7 @@ class AnnotationWidget(QWidget):
         self._replace(labels, keep_painted(result, labels.data, tracker.slices))
         filled = len(labeled_slices(labels.data))
         self._set_status(
-            f"propagated ({self.method}{', adapted' if self.adapt else ''}"
+            f"propagated ({self.method}{self._share()}{', adapted' if self.adapt else ''}"
             f"{', intensities off' if self.intensity_weight == 0 else ''}) from slice(s) "
             f"{_ranges(sorted(tracker.slices))} in "
             f"{self._elapsed()}: {filled} labeled slices; correct any slice and Propagate again"
