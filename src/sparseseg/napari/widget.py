@@ -8,7 +8,9 @@ painted one, so the next **Propagate** starts from it too. **Suggest slice** mov
 viewer to the slice to paint next. With **adapt the model to my slices** ticked, OneSeg's
 model is first tuned to the painted slices (guided test-time adaptation, 1-5 s). With **use
 the image's intensities** ticked (the default), the final labels also weigh each label's
-intensities inside and around its painted outlines (:mod:`sparseseg.oneseg.intensity`). **Save**
+intensities inside and around its painted outlines (:mod:`sparseseg.oneseg.intensity`). With
+the ``hybrid`` method, **OneSeg share** sets OneSeg's part of each step's mix (the rest is
+registration's, :mod:`sparseseg.oneseg.hybrid`). **Save**
 writes the labels as NIfTI in the image's geometry, atomically. Work runs in a worker thread
 (the viewer stays responsive, the buttons wait); errors show in the widget, never as a
 traceback. The painted slices are autosaved (:mod:`sparseseg.napari.autosave`) a moment after
