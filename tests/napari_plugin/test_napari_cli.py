@@ -31,12 +31,44 @@ def test_view_refuses_a_missing_image(capsys: pytest.CaptureFixture, tmp_path: P
     assert "no such file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("weight", ["1.5", "-0.2", "nan"])
+def test_view_refuses_a_hybrid_weight_outside_0_1(
+    weight: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, phantom_files
+) -> None:
+    image_file, _ = phantom_files
+    opened = []
+    monkeypatch.setattr("sparseseg.napari.session.open_viewer",
+                        lambda *a, **k: opened.append(k))
+    assert main(["view", str(image_file), "--hybrid-weight", weight]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sparseseg: error: --hybrid-weight needs a number between 0 and 1, got "
+                   f"{float(weight)}"]
+    assert not opened  # refused before any window opens
+
+
+def test_view_passes_its_options_to_the_viewer(
+    monkeypatch: pytest.MonkeyPatch, phantom_files, tmp_path: Path
+) -> None:
+    napari = pytest.importorskip("napari")
+    image_file, label_file = phantom_files
+    opened = []
+    monkeypatch.setattr("sparseseg.napari.session.open_viewer",
+                        lambda image, **k: opened.append((image, k)))
+    monkeypatch.setattr(napari, "run", lambda: None)
+    out = tmp_path / "o.nii.gz"
+    assert main(["view", str(image_file), "--labels", str(label_file), "--method", "hybrid",
+                 "--hybrid-weight", "0.4", "-o", str(out), "--device", "cpu"]) == 0
+    assert opened == [(str(image_file), dict(labels=str(label_file), model=None,
+                                             method="hybrid", output=str(out), device="cpu",
+                                             hybrid_weight=0.4))]
+
+
 def test_view_help_lists_the_options(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["view", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--labels", "--model", "--method", "--output", "--device"):
+    for option in ("--labels", "--model", "--method", "--hybrid-weight", "--output", "--device"):
         assert option in out
 
 

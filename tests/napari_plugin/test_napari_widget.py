@@ -13,6 +13,7 @@ pytest.importorskip("pytestqt")
 from qtpy.QtCore import Qt  # noqa: E402
 
 from sparseseg import oneseg  # noqa: E402
+from sparseseg.errors import InputError  # noqa: E402
 from sparseseg.io.reader import read_label, read_volume  # noqa: E402
 from sparseseg.io.volume import Volume  # noqa: E402
 from sparseseg.napari.autosave import find_autosave  # noqa: E402
@@ -201,6 +202,12 @@ def test_hybrid_method_in_the_widget(
     assert not np.array_equal(default, want)
     viewer.dims.set_point(SLIDER_AXIS, k + 2)
     viewer.screenshot(str(tmp_path / "hybrid.png"), canvas_only=False)
+    # The share can be given when the widget opens (sparseseg view --hybrid-weight).
+    _, opened = open_viewer(image_file, method="hybrid", hybrid_weight=0.4,
+                            viewer=make_napari_viewer())
+    assert opened.hybrid_weight == 0.4 and opened.hybrid_spin.isEnabled()
+    with pytest.raises(InputError, match="OneSeg share"):
+        AnnotationWidget(viewer, hybrid_weight=1.5)
     # Without a model the hybrid has nothing to mix: the widget falls back to registration.
     widget.model_edit.setText("")
     assert widget.method == "registration"
@@ -336,7 +343,6 @@ def test_open_viewer_with_labels(
 def test_labels_on_another_grid_are_refused(
     tmp_path: Path, phantom_files: tuple[Path, Path], phantom: tuple[Volume, Volume]
 ) -> None:
-    from sparseseg.errors import InputError
     from sparseseg.io.writer import write_volume
 
     image_file, _ = phantom_files

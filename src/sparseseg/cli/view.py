@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 
 from sparseseg.cli.common import add_device_option, quiet_parent
-from sparseseg.cli.oneseg import METHOD_CHOICES
-from sparseseg.errors import SparsesegError
+from sparseseg.cli.oneseg import HYBRID_WEIGHT, METHOD_CHOICES
+from sparseseg.errors import InputError, SparsesegError
 
 INSTALL_HINT = 'napari is not installed; install it with: pip install "sparseseg[napari]"'
 
@@ -37,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="propagation method (default: oneseg with a model, else registration)",
     )
     parser.add_argument(
+        "--hybrid-weight", type=float, default=HYBRID_WEIGHT, metavar="W",
+        help="the widget's OneSeg share for --method hybrid, 0..1 (default "
+        f"{HYBRID_WEIGHT:g}; changeable in the widget)",
+    )
+    parser.add_argument(
         "-o", "--output", metavar="OUTPUT", default=None,
         help="where Save writes the labels (.nii.gz; default: asked on Save)",
     )
@@ -46,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Open the viewer and run napari's event loop until it is closed."""
+    if not (math.isfinite(args.hybrid_weight) and 0.0 <= args.hybrid_weight <= 1.0):
+        raise InputError(f"--hybrid-weight needs a number between 0 and 1, got "
+                         f"{args.hybrid_weight}")
     if importlib.util.find_spec("napari") is None:
         raise SparsesegError(INSTALL_HINT)
     try:
@@ -55,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SparsesegError(f"{INSTALL_HINT} ({exc})") from None
     open_viewer(args.image, labels=args.labels, model=args.model, method=args.method,
-                output=args.output, device=args.device)
+                output=args.output, device=args.device, hybrid_weight=args.hybrid_weight)
     napari.run()
     return 0

@@ -28,6 +28,7 @@ def open_viewer(
     method: str | None = None,
     output: str | Path | None = None,
     device: str = "auto",
+    hybrid_weight: float | None = None,
     viewer: napari.viewer.Viewer | None = None,
 ) -> tuple[napari.viewer.Viewer, AnnotationWidget]:
     """Show ``image`` and its labels in a viewer with the annotation widget docked.
@@ -40,6 +41,7 @@ def open_viewer(
         method: Propagation method (default: ``oneseg`` with a model, else ``registration``).
         output: Where **Save** writes.
         device: Where to compute.
+        hybrid_weight: OneSeg's share of the ``hybrid`` method's mix (default: the widget's).
         viewer: Viewer to use (default: a new one).
 
     Returns:
@@ -72,7 +74,8 @@ def open_viewer(
         label_volume.path = None  # the layer is a new annotation, saved where the user says
         data, kwargs, _ = labels_layer_data(label_volume, name=f"{layer_name(volume)} labels")
         viewer.add_labels(data, **kwargs)
-    widget = AnnotationWidget(viewer, model=model, method=method, output=output, device=device)
+    widget = AnnotationWidget(viewer, model=model, method=method, output=output, device=device,
+                              hybrid_weight=hybrid_weight)
     viewer.window.add_dock_widget(widget, name="OneSeg annotation", area="right")
     if viewer.dims.ndim == 3:
         viewer.dims.axis_labels = ("slice k", "j", "i")

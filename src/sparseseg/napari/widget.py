@@ -100,6 +100,8 @@ class AnnotationWidget(QWidget):
             (default: ``oneseg`` with a model).
         output: Where **Save** writes (default: asked in a file dialog).
         device: Where to compute (``auto``, ``cpu``, ``cuda``...).
+        hybrid_weight: OneSeg's share of ``hybrid``'s mix, in ``[0, 1]`` (default
+            :data:`sparseseg.napari.tasks.HYBRID_WEIGHT`).
         autosave_delay: Seconds after the last stroke before autosaving (``None``: never).
     """
 
@@ -114,6 +116,7 @@ class AnnotationWidget(QWidget):
         method: str | None = None,
         output: str | Path | None = None,
         device: str = "auto",
+        hybrid_weight: float | None = None,
         autosave_delay: float | None = AUTOSAVE_DELAY,
     ) -> None:
         super().__init__()
@@ -157,11 +160,14 @@ class AnnotationWidget(QWidget):
         self.method_combo.currentTextChanged.connect(
             lambda m: self.intensity_check.setEnabled(m in INTENSITY_METHODS))
         self.intensity_check.setEnabled(self.method in INTENSITY_METHODS)
+        if hybrid_weight is not None and not 0.0 <= hybrid_weight <= 1.0:  # nan too
+            raise InputError(f"the hybrid's OneSeg share must lie in [0, 1], got {hybrid_weight}")
         self.hybrid_spin = QDoubleSpinBox()
         self.hybrid_spin.setRange(0.0, 1.0)
         self.hybrid_spin.setSingleStep(0.1)
         self.hybrid_spin.setDecimals(2)
-        self.hybrid_spin.setValue(tasks.HYBRID_WEIGHT)
+        self.hybrid_spin.setValue(tasks.HYBRID_WEIGHT if hybrid_weight is None
+                                  else hybrid_weight)
         self.hybrid_spin.setToolTip(
             "hybrid only: OneSeg's share of each step's mix, the rest is registration's "
             "(0.7 is best on abdominal CT and MR; lower it for thick slices such as cardiac "
