@@ -186,8 +186,11 @@ def test_hybrid_method_in_the_widget(
     assert widget.adapt_check.isEnabled() and widget.intensity_check.isEnabled()
     assert widget.hybrid_spin.isEnabled()
     widget.hybrid_spin.setValue(0.3)  # the annotator gives registration the larger share
-    _click(qtbot, widget, widget.propagate_button)
-    assert "propagated (hybrid, OneSeg share 0.3" in widget.status, widget.status
+    qtbot.mouseClick(widget.propagate_button, Qt.LeftButton)
+    widget.hybrid_spin.setValue(0.5)  # changed while it runs: the run keeps 0.3
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert "propagated (hybrid, OneSeg share 0.3)" in widget.status, widget.status
+    widget.hybrid_spin.setValue(0.3)
     annotation = np.zeros_like(truth)
     annotation[k] = truth[k]
     image = read_volume(image_file)

@@ -20,6 +20,7 @@ each stroke.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -353,7 +354,7 @@ class AnnotationWidget(QWidget):
                      painted=sorted(tracker.slices), adapt=self.adapt,
                      intensity_weight=self.intensity_weight,
                      hybrid_weight=self.hybrid_weight),
-                self._propagated,
+                functools.partial(self._propagated, how=self._how()),
                 f"propagating {self.method} from slice(s) "
                 f"{_ranges(labeled_slices(annotation))}",
             )
@@ -601,16 +602,19 @@ class AnnotationWidget(QWidget):
         self.progress_bar.setRange(0, max(int(total), 1))
         self.progress_bar.setValue(int(done))
 
-    def _share(self) -> str:
-        """The hybrid's OneSeg share for the status line, when not the default."""
-        if self.method != "hybrid" or self.hybrid_weight == tasks.HYBRID_WEIGHT:
-            return ""
-        return f", OneSeg share {self.hybrid_weight:g}"
+    def _how(self) -> str:
+        """The settings a run starts with, for its status line (read when it starts: they
+        may change while it runs)."""
+        share = (f", OneSeg share {self.hybrid_weight:g}"
+                 if self.method == "hybrid" and self.hybrid_weight != tasks.HYBRID_WEIGHT
+                 else "")
+        return (f"{self.method}{share}{', adapted' if self.adapt else ''}"
+                f"{', intensities off' if self.intensity_weight == 0 else ''}")
 
     def _elapsed(self) -> str:
         return f"{time.perf_counter() - self._started:.1f} s"
 
-    def _propagated(self, result: np.ndarray) -> None:
+    def _propagated(self, result: np.ndarray, how: str) -> None:
         labels, tracker = self.labels_layer, self._tracker()
         if labels is None or tracker is None or labels.data.shape != result.shape:
             self._set_status("labels layer changed while propagating; result dropped", error=True)
@@ -619,8 +623,7 @@ class AnnotationWidget(QWidget):
         self._replace(labels, keep_painted(result, labels.data, tracker.slices))
         filled = len(labeled_slices(labels.data))
         self._set_status(
-            f"propagated ({self.method}{self._share()}{', adapted' if self.adapt else ''}"
-            f"{', intensities off' if self.intensity_weight == 0 else ''}) from slice(s) "
+            f"propagated ({how}) from slice(s) "
             f"{_ranges(sorted(tracker.slices))} in "
             f"{self._elapsed()}: {filled} labeled slices; correct any slice and Propagate again"
         )
