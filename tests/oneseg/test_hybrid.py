@@ -95,10 +95,12 @@ def test_hybrid_at_either_end_is_that_propagator_alone(model, phantom_folder,
     annotation = SliceAnnotation({k: ann[:, :, k]}, n_slices=ann.shape[2])
     alone = (OneSegPropagator(model, image.array) if weight == 1.0
              else RegistrationPropagator(image.array, soft=True))
+    hybrid = HybridPropagator.for_volume(model, image.array, weight=weight)
+    # The propagator whose share is 0 is not run at all.
+    idle = hybrid.registration if weight == 1.0 else hybrid.oneseg
+    idle.prepare = idle.scores = idle.probabilities = None  # calling any would raise
     with torch.inference_mode():
-        mixed = propagate_annotation(image.array, annotation,
-                                     HybridPropagator.for_volume(model, image.array,
-                                                                 weight=weight)).labels
+        mixed = propagate_annotation(image.array, annotation, hybrid).labels
         single = propagate_annotation(image.array, annotation, alone).labels
     assert (mixed == single).all()
 

@@ -60,21 +60,28 @@ class HybridPropagator(Propagator):
                    RegistrationPropagator(image, soft=True), weight=weight)
 
     def prepare(self, classes: np.ndarray, keys: Mapping[int, np.ndarray]) -> None:
-        """Start a label group in both propagators."""
+        """Start a label group in both propagators (only in the one that runs, at weight 0
+        or 1)."""
         super().prepare(classes, keys)
-        self.oneseg.prepare(classes, keys)
-        self.registration.prepare(classes, keys)
+        if self.weight > 0.0:
+            self.oneseg.prepare(classes, keys)
+        if self.weight < 1.0:
+            self.registration.prepare(classes, keys)
 
     def scores(self, k: int, nxt: int, current: np.ndarray, *, start: int
                ) -> tuple[object, object]:
-        """Both propagators' scores for the step (registration's ``None`` at weight 1)."""
+        """Both propagators' scores for the step; at weight 1 registration's are ``None``, at
+        weight 0 OneSeg's (a propagator whose share is 0 is not run)."""
+        own = self.oneseg.scores(k, nxt, current, start=start) if self.weight > 0.0 else None
         warped = (self.registration.scores(k, nxt, current, start=start)
                   if self.weight < 1.0 else None)
-        return self.oneseg.scores(k, nxt, current, start=start), warped
+        return own, warped
 
     def probabilities(self, scores: tuple[object, object]) -> np.ndarray:
         """The weighted mix of both propagators' probabilities."""
         own, warped = scores
+        if self.weight == 0.0:
+            return self.registration.probabilities(warped)
         probs = self.oneseg.probabilities(own)
         if self.weight < 1.0:
             probs = self.weight * probs + (1.0 - self.weight) * \
