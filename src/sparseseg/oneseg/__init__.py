@@ -11,10 +11,11 @@ from sparseseg.oneseg.api import (
     adapt,
     default_model_path,
     propagate,
+    refine,
     select,
     suggest,
     train,
 )
 
 __all__ = ["SliceAnnotation", "Suggestion", "adapt", "default_model_path", "propagate",
-           "select", "suggest", "train"]
+           "refine", "select", "suggest", "train"]

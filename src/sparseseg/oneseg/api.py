@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from sparseseg.device import resolve_device
 from sparseseg.errors import InputError, ModelError
-from sparseseg.io.axes import SLICE_AXIS, slice_shape, to_slices
+from sparseseg.io.axes import SLICE_AXIS, from_slices, slice_shape, to_slices
 from sparseseg.io.dataset import find_cases
 from sparseseg.io.reader import read_volume
 from sparseseg.io.volume import Volume
@@ -810,3 +810,125 @@ def propagate_batch(
     if report.failed:
         raise BatchError(report)
     return [report.outputs[name] for name in sorted(report.outputs)]
+
+
+def _one_match(matches: dict[str, list[Path]], case, folder: Path, what: str) -> Path:
+    found = matches.get(case.name, [])
+    if not found:
+        raise InputError(f"no {what} for case {case.name} (expected "
+                         f"{folder / (case.name + '.nii.gz')})", case.image)
+    if len(found) > 1:
+        raise InputError(f"several {what}s for case {case.name}: "
+                         f"{', '.join(p.name for p in found)}", folder)
+    return found[0]
+
+
+def refine(
+    *,
+    images: PathLike | Sequence[PathLike],
+    annotations: PathLike,
+    labels: PathLike,
+    output: PathLike,
+    steps: int = 4000,
+    max_time: float | None = None,
+    finetune_steps: int = 50,
+    sigma: float = 2.0,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[Path]:
+    """Refine a whole dataset's propagated labels with a network trained on all of them.
+
+    Every case needs its annotated slices and its propagated labels (from
+    :func:`propagate_batch`, any method, or corrected by hand). One 2D network is trained on
+    all the propagated labels, then each case's labels are refined: the network, fine-tuned
+    on the case's annotated slices, is fused with them (:mod:`sparseseg.oneseg.refinement`).
+    Annotated slices are kept exactly. Every input is read and checked before training, so a
+    bad file stops the run before anything is written.
+
+    Args:
+        images: Folder of images, nnU-Net dataset folder (``imagesTr/``), or files.
+        annotations: Folder of annotation volumes ``CASE.nii.gz`` (as for
+            :func:`propagate_batch`).
+        labels: Folder of propagated label volumes ``CASE.nii.gz`` on the images' grids.
+        output: Output folder (created) receiving the refined ``CASE.nii.gz``, in each image's
+            geometry; it must not be the annotation or label folder.
+        steps: Training steps (batches of 16 slices).
+        max_time: Stop training after this many minutes (``None``: no limit; with a limit
+            the result depends on the machine's speed).
+        finetune_steps: Steps of fine-tuning on each case's annotated slices.
+        sigma: In-plane smoothing (pixels) of the propagated labels in the fusion.
+        seed: Seed of the network and of the slices drawn.
+        device: Where to compute.
+        progress: Show progress bars.
+
+    Returns:
+        The written files, sorted by case name.
+
+    Raises:
+        InputError: A missing, unreadable or mismatched input (named), or an output folder
+            that is an input folder; nothing is written.
+    """
+    from sparseseg.batch import match_case_files, output_path, prepare_output
+    from sparseseg.io.reader import read_label
+    from sparseseg.oneseg.refinement import (
+        RefineConfig,
+        SliceStack,
+        class_indices,
+        refine_volume,
+        train_refiner,
+    )
+
+    try:
+        config = RefineConfig(steps=steps, max_time=max_time, finetune_steps=finetune_steps,
+                              sigma=sigma, seed=seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    annotations, labels, output = Path(annotations), Path(labels), Path(output)
+    for folder, what in ((annotations, "annotation"), (labels, "label")):
+        if output.exists() and folder.exists() and output.samefile(folder):
+            raise InputError(f"is also the {what} folder; the outputs would replace the "
+                             f"{what}s", output)
+    cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
+    ann_matches, _ = match_case_files([c.name for c in cases], annotations)
+    lab_matches, _ = match_case_files([c.name for c in cases], labels)
+    dev = resolve_device(device)
+    prepared = []
+    for case in tqdm(cases, desc="oneseg refine: reading", disable=not progress, leave=False):
+        ann_file = _one_match(ann_matches, case, annotations, "annotation")
+        lab_file = _one_match(lab_matches, case, labels, "label volume")
+        vol = read_volume(case.image)
+        check_volume(vol.array, vol.path)
+        ann = read_annotation(ann_file, vol)
+        lab = read_label(lab_file)
+        if lab.shape != vol.shape:
+            raise InputError(f"shape {lab.shape} differs from image shape {vol.shape}",
+                             lab_file)
+        if not lab.same_geometry(vol):
+            raise InputError("geometry (spacing/origin/direction) differs from the image",
+                             lab_file)
+        stack = SliceStack(to_slices(vol.array), size=config.size)
+        prepared.append((case, vol.with_array(lab.array), ann, stack))
+    values = {0}
+    for _, lab, ann, _ in prepared:
+        values.update(int(v) for v in np.unique(lab.array))
+        values.update(ann.labels())
+    classes = np.array(sorted(values))
+    targets = [stack.target(class_indices(ann.restore(to_slices(lab.array).copy()), classes))
+               for _, lab, ann, stack in prepared]
+    target = prepare_output(output)
+    bar = tqdm(total=config.steps, desc="oneseg refine: training", disable=not progress)
+    try:
+        net = train_refiner([p[3] for p in prepared], targets, [p[2].indices for p in prepared],
+                            n_classes=len(classes), config=config, device=dev,
+                            progress=lambda done, total: bar.update(1))
+    finally:
+        bar.close()
+    written = []
+    for case, lab, ann, stack in tqdm(prepared, desc="oneseg refine: refining",
+                                      disable=not progress):
+        refined = refine_volume(net, stack, to_slices(lab.array), ann, classes, config=config,
+                                device=dev)
+        written.append(write_volume(output_path(target, case.name),
+                                    from_slices(refined), lab))
+    return sorted(written)

@@ -1,0 +1,175 @@
+"""The dataset-level refinement: fusion, slice stacks, training, and refining one volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparseseg.metrics import dice
+from sparseseg.oneseg.annotation import SliceAnnotation
+from sparseseg.oneseg.refinement import (
+    RefineConfig,
+    SliceStack,
+    class_indices,
+    fuse,
+    refine_volume,
+    train_refiner,
+)
+from sparseseg_test_utils import disc
+
+PLANE = (32, 32)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _disc_volume(seed: int, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """A bright disc drifting through ``n`` slices over a noisy background; its mask."""
+    rng = np.random.default_rng(seed)
+    cy, cx, r = rng.uniform(12, 20), rng.uniform(12, 20), rng.uniform(5, 8)
+    mask = np.stack([disc(PLANE, (cy + 0.3 * k, cx - 0.2 * k), r - 0.15 * k) for k in range(n)])
+    image = 100 + 40 * mask + rng.normal(0, 4, mask.shape)
+    return image.astype(np.float32), mask.astype(np.uint8)
+
+
+def _distance_to_outline(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return np.where(mask, ndimage.distance_transform_edt(mask),
+                    ndimage.distance_transform_edt(~mask))
+
+
+def test_fuse_lets_the_network_decide_near_outlines_only():
+    label = disc(PLANE, (16, 16), 9)[None]
+    distance = _distance_to_outline(label[0])
+    # A network 99 % sure overrules the propagation where the smoothed labels are less
+    # sure than that: within ~2.3 sigma of an outline.
+    sure_background = np.stack([np.full(PLANE, 0.99), np.full(PLANE, 0.01)])[None]
+    fused = fuse(label.astype(np.int64), sure_background, sigma=2.0)[0]
+    assert fused[label[0] & (distance >= 6)].all()  # deep inside: the propagation stands
+    assert not fused[label[0] & (distance <= 1)].any()  # at the outline: the network
+    sure_foreground = sure_background[:, ::-1]
+    fused = fuse(label.astype(np.int64), sure_foreground, sigma=2.0)[0]
+    outside = ~label[0]
+    assert fused[outside & (distance <= 1)].all()
+    assert not fused[outside & (distance >= 6)].any()
+    # Unsmoothed, the propagated labels are sure everywhere: a network short of certainty
+    # changes nothing.
+    assert np.array_equal(fuse(label.astype(np.int64), sure_background, sigma=0)[0], label[0])
+
+
+def test_fuse_picks_among_several_classes():
+    label = np.zeros((1, *PLANE), np.int64)
+    label[0, 4:14, 4:14], label[0, 16:26, 4:14] = 1, 2
+    probs = np.full((1, 3, *PLANE), 1 / 3)  # a network without an opinion...
+    probs[0, :, 12:14, 4:14] = np.array([0.01, 0.01, 0.98])[:, None, None]  # ...but here
+    fused = fuse(label, probs, sigma=2.0)[0]
+    assert (fused[12:14, 5:13] == 2).all()  # near class 2's outline: the network's class
+    # elsewhere the propagated labels, but for their corners (an undecided network leaves
+    # the smoothed labels, which round corners off)
+    away = np.ones(PLANE, bool)
+    away[11:15] = False
+    for value in (0, 1, 2):
+        away &= _distance_to_outline(label[0] == value) >= 2
+    assert away.sum() > 500
+    assert np.array_equal(fused[away], label[0][away])
+
+
+def test_class_indices_maps_values_and_refuses_unknown_ones():
+    classes = np.array([0, 3, 205])
+    assert class_indices(np.array([[0, 205], [3, 3]]), classes).tolist() == [[0, 2], [1, 1]]
+    with pytest.raises(ValueError, match="outside the classes"):
+        class_indices(np.array([0, 4]), classes)
+
+
+def test_slice_stack_neighbours_and_native_size_probabilities():
+    image, _ = _disc_volume(0, n=5)
+    image[:, :20] += 30  # not square after the resize
+    stack = SliceStack(image[:, :, :24], size=16)
+    x = stack.inputs([0, 4])
+    assert x.shape == (2, 3, 16, 16)
+    assert torch.equal(x[0, 0], stack.slices[0]) and torch.equal(x[0, 2], stack.slices[1])
+    assert torch.equal(x[1, 2], stack.slices[4])  # the last slice repeats itself
+    target = stack.target(np.pad(np.ones((5, 2, 2), np.int64), ((0, 0), (0, 30), (0, 22))))
+    assert target.shape == (5, 16, 16) and target[:, 0, 0].eq(1).all()
+    assert target[:, 15, 15].eq(0).all()
+
+    class Constant(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(len(x), 2, *x.shape[-2:])
+            out[:, 1, :, :8] = 5.0  # left half: class 1
+            return out
+
+    probs = stack.probabilities(Constant(), [1, 2], torch.device("cpu"))
+    assert probs.shape == (2, 2, 32, 24)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    # mirror-averaged: left and right halves get the same mean foreground probability
+    assert probs[:, 1, :, :12].mean() == pytest.approx(probs[:, 1, :, 12:].mean(), abs=0.02)
+
+
+def test_config_refuses_bad_settings():
+    for bad in ({"steps": 0}, {"finetune_steps": -1}, {"sigma": -1.0}, {"max_time": 0.0},
+                {"size": 8}):
+        with pytest.raises(ValueError):
+            RefineConfig(**bad)
+
+
+def _trained(n_volumes: int = 4, steps: int = 150) -> torch.nn.Module:
+    config = RefineConfig(steps=steps, size=32, batch_size=8, seed=0)
+    stacks, targets, marks = [], [], []
+    for seed in range(n_volumes):
+        image, mask = _disc_volume(seed)
+        stack = SliceStack(image, size=32)
+        stacks.append(stack)
+        targets.append(stack.target(mask.astype(np.int64)))
+        marks.append([5])
+    return train_refiner(stacks, targets, marks, n_classes=2, config=config)
+
+
+@pytest.fixture(scope="module")
+def trained() -> torch.nn.Module:
+    torch.set_num_threads(1)
+    return _trained()
+
+
+def test_training_learns_the_labels_of_unseen_volumes(trained):
+    image, mask = _disc_volume(99)
+    stack = SliceStack(image, size=32)
+    probs = stack.probabilities(trained, np.arange(len(stack)), torch.device("cpu"))
+    assert dice(probs.argmax(1) == 1, mask) > 0.9
+
+
+def test_training_stops_at_max_time():
+    image, mask = _disc_volume(0)
+    stack = SliceStack(image, size=32)
+    calls = []
+    config = RefineConfig(steps=10_000, max_time=1e-6, size=32, batch_size=2)
+    train_refiner([stack], [stack.target(mask.astype(np.int64))], [[0]], n_classes=2,
+                  config=config, progress=lambda done, total: calls.append(done))
+    assert calls == [1]  # one step always, then the time is up
+
+
+def test_refine_volume_corrects_a_systematic_error_and_keeps_annotated_slices(trained):
+    from scipy import ndimage
+
+    image, mask = _disc_volume(50)
+    annotated = [2, 7]
+    grown = ndimage.binary_dilation(mask, np.ones((1, 5, 5), bool)).astype(np.uint8)
+    ann = SliceAnnotation({k: mask[k] * 1 for k in annotated}, len(mask))
+    propagated = grown.copy()
+    for k in annotated:
+        propagated[k] = mask[k]
+    stack = SliceStack(image, size=32)
+    config = RefineConfig(size=32, finetune_steps=5)
+    refined = refine_volume(trained, stack, propagated, ann, np.array([0, 1]), config=config)
+    assert refined.dtype == propagated.dtype and refined.shape == propagated.shape
+    for k in annotated:
+        assert np.array_equal(refined[k], mask[k])
+    assert dice(propagated, mask) < 0.75
+    assert dice(refined, mask) > 0.9  # an untrained network's fusion: 0.80
