@@ -7,14 +7,16 @@ each LeftAtrium volume. The slices of each of the first ``--train-cases`` volume
 propagated with OneSeg (the default model unless ``--model``) and the refinement network of
 :mod:`sparseseg.oneseg.refinement` is trained on all those propagated labels
 (``--steps``). Each held-out volume's slices are propagated as usual and refined: the
-network, fine-tuned on that volume's annotated slices, is fused with its propagation. The
-held-out volumes' own propagations are not trained on (``sparseseg oneseg refine`` trains on
-every case it refines; this is the stricter protocol).
+network, fine-tuned on that volume's annotated slices, is fused with its propagation. By
+default the held-out volumes' own propagations are not trained on (the stricter protocol);
+``--transductive`` trains on them too, as ``sparseseg oneseg refine`` does with every case
+it refines. ``--train-slices 0`` annotates the training volumes with as many slices as the
+held-out ones (one network per count in ``--slices``).
 
 Prints, for each number of slices in ``--slices``, the mean 3D Dice of the propagation alone,
 of the fine-tuned network alone (annotated slices put back, largest component) and of the
-refinement, and writes ``population_prior.csv`` (one row per held-out case and slice count)
-to ``--out``.
+refinement (for each smoothing in ``--sigma``), and writes ``population_prior.csv`` (one
+row per held-out case and slice count) to ``--out``.
 
 Run from the repository root (about 20 minutes on 2 cores)::
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +61,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-cases", type=int, default=30)
     p.add_argument("--limit", type=int, default=10, help="held-out cases")
     p.add_argument("--train-slices", type=int, default=2,
-                   help="annotated slices per training volume")
+                   help="annotated slices per training volume (0: as the held-out ones)")
+    p.add_argument("--transductive", action="store_true",
+                   help="also train on the held-out volumes' propagations")
     p.add_argument("--slices", default="2,3", help="annotated slices per held-out volume")
     p.add_argument("--steps", type=int, default=RefineConfig.steps)
     p.add_argument("--finetune-steps", type=int, default=RefineConfig.finetune_steps)
-    p.add_argument("--sigma", type=float, default=RefineConfig.sigma)
+    p.add_argument("--sigma", default=str(RefineConfig.sigma),
+                   help="fusion smoothing(s), comma-separated")
     p.add_argument("--size", type=int, default=RefineConfig.size)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--tag", default="", help="suffix of the CSV's name")
     return p.parse_args(argv)
 
 
@@ -85,38 +92,50 @@ def propagated(model: OneSegModel, vol, mask: np.ndarray, ann: SliceAnnotation) 
     return np.moveaxis(out, SLICE_AXIS, 0).astype(np.uint8)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; return 0."""
-    args = parse_args(argv)
-    out = start_run(args)
-    config = RefineConfig(steps=args.steps, finetune_steps=args.finetune_steps,
-                          sigma=args.sigma, size=args.size, seed=args.seed)
-    model = OneSegModel.load(args.model or oneseg.default_model_path())
-    train, held_out = leftatrium_split(args.data, args.train_cases, args.limit)
+def train_network(args: argparse.Namespace, config: RefineConfig, model: OneSegModel,
+                  cases: list[Case], n: int) -> torch.nn.Module:
+    """Propagate ``n`` slices of each case and train the refinement network on them."""
     stacks, targets, marks, scores = [], [], [], []
-    for case in train:
-        vol, mask, truth, slices = load_case(case, args.train_slices)
+    for case in cases:
+        vol, mask, truth, slices = load_case(case, n)
         prop = propagated(model, vol, mask, _annotation(mask, slices))
         scores.append(float(dice(prop, truth)))
         stack = SliceStack(np.moveaxis(vol.array, SLICE_AXIS, 0), size=config.size)
         stacks.append(stack)
         targets.append(stack.target(prop.astype(np.int64)))
         marks.append(slices)
-    logging.info("propagated %d training volumes from %d slices: mean Dice %.3f", len(train),
-                 args.train_slices, np.mean(scores))
+    logging.info("propagated %d training volumes from %d slices: mean Dice %.3f", len(cases),
+                 n, np.mean(scores))
     start = time.monotonic()
     net = train_refiner(stacks, targets, marks, n_classes=2, config=config)
     logging.info("trained %d steps in %.0f s", config.steps, time.monotonic() - start)
+    return net
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return 0."""
+    args = parse_args(argv)
+    out = start_run(args)
+    sigmas = [float(v) for v in args.sigma.split(",")]
+    config = RefineConfig(steps=args.steps, finetune_steps=args.finetune_steps,
+                          sigma=sigmas[0], size=args.size, seed=args.seed)
+    model = OneSegModel.load(args.model or oneseg.default_model_path())
+    train, held_out = leftatrium_split(args.data, args.train_cases, args.limit)
+    networks: dict[int, torch.nn.Module] = {}
     rows = []
     for n in [int(s) for s in args.slices.split(",")]:
+        train_n = args.train_slices or n
+        if train_n not in networks:
+            cases = train + held_out if args.transductive else train
+            networks[train_n] = train_network(args, config, model, cases, train_n)
+        net = networks[train_n]
         for case in held_out:
             vol, mask, truth, slices = load_case(case, n)
             ann = _annotation(mask, slices)
             prop = propagated(model, vol, mask, ann)
             stack = SliceStack(np.moveaxis(vol.array, SLICE_AXIS, 0), size=config.size)
-            start = time.monotonic()
-            refined = refine_volume(net, stack, prop, ann, CLASSES, config=config)
-            seconds = time.monotonic() - start
+            row = {"case": case.name, "slices": n, "train_slices": train_n,
+                   "propagation": float(dice(prop, truth))}
             tuned = finetune_refiner(net, stack, stack.target(prop.astype(np.int64)), slices,
                                      config=config)
             alone = np.concatenate([
@@ -124,25 +143,31 @@ def main(argv: list[str] | None = None) -> int:
                                     torch.device("cpu")).argmax(1)
                 for i in range(0, len(stack), 16)]).astype(np.uint8)
             alone[slices] = truth[slices]
-            row = {"case": case.name, "slices": n,
-                   "propagation": float(dice(prop, truth)),
-                   "network": float(dice(largest_component(alone), truth)),
-                   "refined": float(dice(refined, truth)), "seconds": seconds}
+            row["network"] = float(dice(largest_component(alone), truth))
+            for sigma in sigmas:
+                start = time.monotonic()
+                refined = refine_volume(net, stack, prop, ann, CLASSES,
+                                        config=replace(config, sigma=sigma))
+                row[f"refined_{sigma:g}"] = float(dice(refined, truth))
+                row[f"seconds_{sigma:g}"] = time.monotonic() - start
             rows.append(row)
-            logging.info("%s %d slices: propagation %.3f network %.3f refined %.3f (%.1f s)",
-                         case.name, n, row["propagation"], row["network"], row["refined"],
-                         seconds)
-    csv_path = write_csv(Path(out) / "population_prior.csv", rows)
+            logging.info("%s %d slices: %s", case.name, n, " ".join(
+                f"{k} {v:.3f}" for k, v in row.items() if k in ("propagation", "network")
+                or k.startswith("refined")))
+    csv_path = write_csv(Path(out) / f"population_prior{args.tag}.csv", rows)
+    keys = ["propagation", "network", *[f"refined_{s:g}" for s in sigmas]]
     table = [{"slices": n, **{k: float(np.mean([r[k] for r in rows if r["slices"] == n]))
-                              for k in ("propagation", "network", "refined")}}
+                              for k in keys}}
              for n in sorted({r["slices"] for r in rows})]
     print(f"\nLeftAtrium, {len(held_out)} held-out cases; refinement network trained "
-          f"{config.steps} steps on {len(train)} other volumes propagated from "
-          f"{args.train_slices} slices, fine-tuned {config.finetune_steps} steps per volume")
-    print(format_table(table, [("slices", "annotated slices", "d"),
-                               ("propagation", "OneSeg", ".3f"),
-                               ("network", "network", ".3f"),
-                               ("refined", "refined", ".3f")]))
+          f"{config.steps} steps on {len(train)} other volumes"
+          f"{' and the held-out ones' if args.transductive else ''}, propagated from "
+          f"{args.train_slices or 'as many'} slices, fine-tuned {config.finetune_steps} "
+          "steps per volume")
+    columns = [("slices", "annotated slices", "d"), ("propagation", "OneSeg", ".3f"),
+               ("network", "network", ".3f")]
+    columns += [(f"refined_{s:g}", f"refined (sigma {s:g})", ".3f") for s in sigmas]
+    print(format_table(table, columns))
     print(f"\nwrote {csv_path}")
     return 0
 

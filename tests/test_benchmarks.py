@@ -640,3 +640,20 @@ def test_ltuda_pool_cli_rejects_a_file_without_the_columns(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0
     assert "| ltuda | 2 | 0.775 | +0.025 | 0.035 |" in proc.stdout
+
+
+def test_population_prior_trains_on_other_volumes_and_scores_each_held_out_case(tmp_path):
+    data = needs("LeftAtrium")
+    out = run_benchmark("population_prior", "--data", str(data), "--train-cases", "2",
+                        "--limit", "1", "--steps", "2", "--finetune-steps", "1",
+                        "--slices", "2,3", "--sigma", "2,0", "--threads", "1",
+                        "--out", str(tmp_path))
+    rows = read_rows(tmp_path / "population_prior.csv")
+    assert [(r["slices"], r["train_slices"]) for r in rows] == [("2", "2"), ("3", "2")]
+    assert len({r["case"] for r in rows}) == 1
+    assert "refined (sigma 2)" in out and "refined (sigma 0)" in out
+    for row in rows:
+        # Two training steps make a network of no use; the fusion keeps the propagation
+        # where it is sure (sigma 0: everywhere), and the annotated slices exactly.
+        assert float(row["refined_0"]) == pytest.approx(float(row["propagation"]), abs=0.01)
+        assert float(row["propagation"]) > 0.7 and float(row["refined_2"]) > 0.6
