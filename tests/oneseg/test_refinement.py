@@ -173,3 +173,9 @@ def test_refine_volume_corrects_a_systematic_error_and_keeps_annotated_slices(tr
         assert np.array_equal(refined[k], mask[k])
     assert dice(propagated, mask) < 0.75
     assert dice(refined, mask) > 0.9  # an untrained network's fusion: 0.80
+
+
+def test_cli_default_steps_are_the_core_default():
+    from sparseseg.cli import oneseg as oneseg_cli
+
+    assert oneseg_cli.REFINE_STEPS == RefineConfig().steps  # the CLI's torch-free copy

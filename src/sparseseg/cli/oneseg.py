@@ -228,9 +228,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ref.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                      help="folder receiving the refined CASE.nii.gz (not an input folder)")
     ref.add_argument("--steps", type=int, default=REFINE_STEPS, metavar="N",
-                     help=f"training steps of 16 slices (default {REFINE_STEPS}: about 15 "
-                     "minutes on 2 CPU cores for 30 LeftAtrium volumes, and the same steps give "
-                     "the same network on any machine)")
+                     help=f"training steps of 16 slices (default {REFINE_STEPS}: 15 minutes "
+                     "on 2 CPU cores, however many cases; a fixed number of steps makes runs "
+                     "repeatable)")
     ref.add_argument("--max-time", type=float, default=None, metavar="MINUTES",
                      help="stop training after MINUTES even if the steps are not done (the "
                      "result then depends on the machine's speed)")

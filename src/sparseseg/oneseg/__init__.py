@@ -11,6 +11,7 @@ from sparseseg.oneseg.api import (
     adapt,
     default_model_path,
     propagate,
+    propagate_batch,
     refine,
     select,
     suggest,
@@ -18,4 +19,4 @@ from sparseseg.oneseg.api import (
 )
 
 __all__ = ["SliceAnnotation", "Suggestion", "adapt", "default_model_path", "propagate",
-           "refine", "select", "suggest", "train"]
+           "propagate_batch", "refine", "select", "suggest", "train"]
