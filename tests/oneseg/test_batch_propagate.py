@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from sparseseg import oneseg
 from sparseseg.cli.main import main
@@ -23,14 +22,7 @@ SHAPE = (48, 40, 12)
 SPACING = (2.0, 2.0, 4.0)
 NAMES = [f"la_{i:03d}" for i in range(5)]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread here and in the subprocesses: identical numerics, less contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
 from sparseseg import oneseg
@@ -22,13 +21,7 @@ SHAPE = (40, 36, 10)
 SPACING = (2.0, 2.0, 4.0)
 NAMES = [f"case_{i}" for i in range(3)]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

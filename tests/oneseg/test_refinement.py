@@ -20,13 +20,7 @@ from sparseseg_test_utils import disc
 
 PLANE = (32, 32)
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _disc_volume(seed: int, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +127,7 @@ def _trained(n_volumes: int = 4, steps: int = 150) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def trained() -> torch.nn.Module:
-    torch.set_num_threads(1)
+def trained(one_torch_thread: None) -> torch.nn.Module:
     return _trained()
 
 
@@ -178,4 +171,4 @@ def test_refine_volume_corrects_a_systematic_error_and_keeps_annotated_slices(tr
 def test_cli_default_steps_are_the_core_default():
     from sparseseg.cli import oneseg as oneseg_cli
 
-    assert oneseg_cli.REFINE_STEPS == RefineConfig().steps  # the CLI's torch-free copy
+    assert RefineConfig().steps == oneseg_cli.REFINE_STEPS  # the CLI's torch-free copy
