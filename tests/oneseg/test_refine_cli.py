@@ -102,7 +102,7 @@ def test_bad_input_stops_before_anything_is_written(dataset, tmp_path, capsys, f
         message = "is also the label folder"
     else:
         extra = ["--steps", "0"]
-        message = "steps and batch_size must be >= 1"
+        message = "steps must be >= 1, got 0"
     before = sorted(p.name for p in labels.iterdir())
     capsys.readouterr()
     assert main(_argv(images, ann, labels, out, *extra)) == 2

@@ -109,8 +109,9 @@ def test_slice_stack_neighbours_and_native_size_probabilities():
 
 def test_config_refuses_bad_settings():
     for bad in ({"steps": 0}, {"finetune_steps": -1}, {"sigma": -1.0}, {"max_time": 0.0},
-                {"size": 8}):
-        with pytest.raises(ValueError):
+                {"size": 8}, {"sigma": float("nan")}):
+        name, value = next(iter(bad.items()))
+        with pytest.raises(ValueError, match=f"^{name} must be .*, got {value}$"):
             RefineConfig(**bad)
 
 

@@ -74,12 +74,14 @@ class RefineConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.size < 16:
-            raise ValueError("steps and batch_size must be >= 1 and size >= 16")
-        if self.finetune_steps < 0 or self.sigma < 0:
-            raise ValueError("finetune_steps and sigma must be >= 0")
+        for name, low in (("steps", 1), ("batch_size", 1), ("size", 16),
+                          ("finetune_steps", 0), ("sigma", 0)):
+            value = getattr(self, name)
+            if not value >= low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
         if self.max_time is not None and not self.max_time > 0:
-            raise ValueError("max_time must be positive (minutes) or None")
+            raise ValueError(f"max_time must be a positive number of minutes, got "
+                             f"{self.max_time}")
 
 
 class SliceStack:
