@@ -127,6 +127,21 @@ def _check_index(index: int, n: int, path: Path | None) -> None:
         raise InputError(f"slice index {index} is outside the volume (0..{n - 1})", path)
 
 
+def check_on_image_grid(volume: Volume, image: Volume) -> None:
+    """Refuse a label volume that does not lie on ``image``'s voxel grid.
+
+    Raises:
+        InputError: Naming ``volume.path``: another shape, or another spacing, origin or
+            direction.
+    """
+    if volume.shape != image.shape:
+        raise InputError(f"shape {volume.shape} differs from image shape {image.shape}",
+                         volume.path)
+    if not volume.same_geometry(image):
+        raise InputError("geometry (spacing/origin/direction) differs from the image",
+                         volume.path)
+
+
 def annotated_slices(
     annotation: Volume,
     image: Volume,
@@ -166,10 +181,7 @@ def annotated_slices(
         if not arr.any():
             raise InputError("annotation slice holds no label", path)
         return SliceAnnotation({int(index): np.ascontiguousarray(arr)}, n)
-    if arr.shape != image.shape:
-        raise InputError(f"shape {arr.shape} differs from image shape {image.shape}", path)
-    if not annotation.same_geometry(image):
-        raise InputError("geometry (spacing/origin/direction) differs from the image", path)
+    check_on_image_grid(annotation, image)
     stack = to_slices(arr, axis)
     labeled = np.flatnonzero(stack.reshape(n, -1).any(axis=1))
     if labeled.size == 0:

@@ -28,7 +28,12 @@ from sparseseg.io.reader import read_volume
 from sparseseg.io.volume import Volume
 from sparseseg.io.writer import atomic_path, write_volume
 from sparseseg.oneseg.adaptation import AdaptConfig, adapt_model
-from sparseseg.oneseg.annotation import SliceAnnotation, annotated_slices, read_annotation
+from sparseseg.oneseg.annotation import (
+    SliceAnnotation,
+    annotated_slices,
+    check_on_image_grid,
+    read_annotation,
+)
 from sparseseg.oneseg.baselines import METHODS, MODEL_METHODS, PROPAGATORS, baseline_propagator
 from sparseseg.oneseg.guided_adaptation import GuidedAdaptConfig, adapt_to_annotation
 from sparseseg.oneseg.hybrid import HYBRID_WEIGHT, HybridPropagator
@@ -710,6 +715,22 @@ def write_preview(path: PathLike, *, result: np.ndarray, image: Volume, annotate
     return write_png(path, figure)
 
 
+def _one_match(matches: dict[str, list[Path]], case, folder: Path, what: str) -> Path:
+    """The one file of ``folder`` matching ``case`` (``match_case_files``'s ``matches``).
+
+    Raises:
+        InputError: None matches, or several do.
+    """
+    found = matches.get(case.name, [])
+    if not found:
+        raise InputError(f"no {what} for case {case.name} (expected "
+                         f"{folder / (case.name + '.nii.gz')})", case.image)
+    if len(found) > 1:
+        raise InputError(f"several {what}s for case {case.name}: "
+                         f"{', '.join(p.name for p in found)}", folder)
+    return found[0]
+
+
 def propagate_batch(
     *,
     model: PathLike | OneSegModel | None = None,
@@ -787,15 +808,8 @@ def propagate_batch(
     net = _as_model(model, device) if method in MODEL_METHODS else None
 
     def work(case) -> Volume:
-        found = matches.get(case.name, [])
-        if not found:
-            expected = annotations / f"{case.name}.nii.gz"
-            raise InputError(f"no annotation for case {case.name} (expected {expected})",
-                             case.image)
-        if len(found) > 1:
-            names = ", ".join(p.name for p in found)
-            raise InputError(f"several annotations for case {case.name}: {names}", annotations)
-        return propagate(model=net, image=case.image, annotation=found[0], verify=verify,
+        found = _one_match(matches, case, annotations, "annotation")
+        return propagate(model=net, image=case.image, annotation=found, verify=verify,
                          keep_largest=keep_largest, anchor=anchor, method=method,
                          fusion=fusion, adapt=adapt, adapt_mode=adapt_mode,
                          intensity_weight=intensity_weight, hybrid_weight=hybrid_weight,
@@ -810,17 +824,6 @@ def propagate_batch(
     if report.failed:
         raise BatchError(report)
     return [report.outputs[name] for name in sorted(report.outputs)]
-
-
-def _one_match(matches: dict[str, list[Path]], case, folder: Path, what: str) -> Path:
-    found = matches.get(case.name, [])
-    if not found:
-        raise InputError(f"no {what} for case {case.name} (expected "
-                         f"{folder / (case.name + '.nii.gz')})", case.image)
-    if len(found) > 1:
-        raise InputError(f"several {what}s for case {case.name}: "
-                         f"{', '.join(p.name for p in found)}", folder)
-    return found[0]
 
 
 def refine(
@@ -901,12 +904,7 @@ def refine(
         check_volume(vol.array, vol.path)
         ann = read_annotation(ann_file, vol)
         lab = read_label(lab_file)
-        if lab.shape != vol.shape:
-            raise InputError(f"shape {lab.shape} differs from image shape {vol.shape}",
-                             lab_file)
-        if not lab.same_geometry(vol):
-            raise InputError("geometry (spacing/origin/direction) differs from the image",
-                             lab_file)
+        check_on_image_grid(lab, vol)
         stack = SliceStack(to_slices(vol.array), size=config.size)
         prepared.append((case, vol.with_array(lab.array), ann, stack))
     values = {0}
