@@ -279,7 +279,8 @@ def refine_volume(
     config: RefineConfig = RefineConfig(),
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Refine one volume's propagated labels (slices first, label values).
+    """Refine one volume's propagated labels (slices first, label values): fine-tune the
+    network on its annotated slices (:func:`finetune_refiner`), then :func:`fused_labels`.
 
     Args:
         net: The trained refinement network (:func:`train_refiner`).
@@ -293,15 +294,47 @@ def refine_volume(
     Returns:
         The refined label stack, ``(N, H, W)``, ``propagated``'s dtype.
     """
+    prop_idx = class_indices(annotation.restore(propagated.copy()), classes)
+    tuned = finetune_refiner(net, stack, stack.target(prop_idx), annotation.indices,
+                             config=config, device=device)
+    return fused_labels(tuned, stack, propagated, annotation, classes, sigma=config.sigma,
+                        batch_size=config.batch_size, device=device)
+
+
+def fused_labels(
+    tuned: torch.nn.Module,
+    stack: SliceStack,
+    propagated: np.ndarray,
+    annotation: SliceAnnotation,
+    classes: np.ndarray,
+    *,
+    sigma: float,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """The network (already fine-tuned on this volume) fused with the propagated labels
+    (:func:`fuse`), slice batch by slice batch; annotated slices put back exactly; each
+    label's largest component (and those touching its annotated pixels).
+
+    Args:
+        tuned: The network fine-tuned on this volume (:func:`finetune_refiner`).
+        stack: The volume (:class:`SliceStack`).
+        propagated: Its propagated labels, ``(N, H, W)`` label values.
+        annotation: Its annotated slices.
+        classes: Sorted label values of the dataset, 0 first.
+        sigma: In-plane smoothing of the propagated labels (pixels).
+        batch_size: Slices per forward pass.
+        device: Where to compute.
+
+    Returns:
+        The refined label stack, ``(N, H, W)``, ``propagated``'s dtype.
+    """
     device = torch.device(device)
     prop_idx = class_indices(annotation.restore(propagated.copy()), classes)
-    target = stack.target(prop_idx)
-    tuned = finetune_refiner(net, stack, target, annotation.indices, config=config,
-                             device=device)
     out = np.empty_like(propagated)
-    for start in range(0, len(stack), config.batch_size):
-        index = np.arange(start, min(len(stack), start + config.batch_size))
+    for start in range(0, len(stack), batch_size):
+        index = np.arange(start, min(len(stack), start + batch_size))
         probs = stack.probabilities(tuned, index, device)
-        out[index] = classes[fuse(prop_idx[index], probs, sigma=config.sigma)]
+        out[index] = classes[fuse(prop_idx[index], probs, sigma=sigma)]
     annotation.restore(out)
     return largest_component(out, anchor=annotation.volume(axis=0))
