@@ -15,6 +15,7 @@ from sparseseg.oneseg.refinement import (
     fuse,
     refine_volume,
     train_refiner,
+    train_rounds,
 )
 from sparseseg_test_utils import disc
 
@@ -56,6 +57,20 @@ def test_fuse_lets_the_network_decide_near_outlines_only():
     # Unsmoothed, the propagated labels are sure everywhere: a network short of certainty
     # changes nothing.
     assert np.array_equal(fuse(label.astype(np.int64), sure_background, sigma=0)[0], label[0])
+
+
+def test_fuse_weighs_the_propagation():
+    label = disc(PLANE, (16, 16), 9)[None]
+    probs = np.stack([np.full(PLANE, 0.999), np.full(PLANE, 0.001)])[None]  # sure: background
+    # Unsmoothed labels (floored at 1e-4) outweigh a network 99.9 % sure at full weight, not
+    # at half weight; at weight 0 the network decides alone.
+    assert np.array_equal(fuse(label.astype(np.int64), probs, sigma=0, weight=1.0)[0],
+                          label[0])
+    assert not fuse(label.astype(np.int64), probs, sigma=0, weight=0.5).any()
+    undecided = np.full((1, 2, *PLANE), 0.5)
+    undecided[0, :, :, :4] = np.array([0.4, 0.6])[:, None, None]
+    alone = fuse(label.astype(np.int64), undecided, sigma=2.0, weight=0)[0]
+    assert np.array_equal(alone, undecided[0].argmax(0))
 
 
 def test_fuse_picks_among_several_classes():
@@ -109,7 +124,8 @@ def test_slice_stack_neighbours_and_native_size_probabilities():
 
 def test_config_refuses_bad_settings():
     for bad in ({"steps": 0}, {"finetune_steps": -1}, {"sigma": -1.0}, {"max_time": 0.0},
-                {"size": 8}, {"sigma": float("nan")}):
+                {"size": 8}, {"sigma": float("nan")}, {"propagation_weight": -0.5},
+                {"rounds": 0}):
         name, value = next(iter(bad.items()))
         with pytest.raises(ValueError, match=f"^{name} must be .*, got {value}$"):
             RefineConfig(**bad)
@@ -147,6 +163,66 @@ def test_training_stops_at_max_time():
     train_refiner([stack], [stack.target(mask.astype(np.int64))], [[0]], n_classes=2,
                   config=config, progress=lambda done, total: calls.append(done))
     assert calls == [1]  # one step always, then the time is up
+
+
+def test_training_decays_the_learning_rate(monkeypatch):
+    seen = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    image, mask = _disc_volume(0)
+    stack = SliceStack(image, size=32)
+    config = RefineConfig(steps=8, size=32, batch_size=2, lr=1e-3)
+    train_refiner([stack], [stack.target(mask.astype(np.int64))], [[0]], n_classes=2,
+                  config=config)
+    assert len(seen) == 8 and seen[0] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(seen, seen[1:], strict=False))  # a cosine down...
+    assert seen[4] == pytest.approx(0.5e-3) and seen[-1] < 0.05e-3  # ...to near 0
+
+
+def test_later_rounds_train_on_the_refined_labels(monkeypatch):
+    from sparseseg.oneseg import refinement
+
+    volumes = [_disc_volume(seed) for seed in range(2)]
+    stacks = [SliceStack(image, size=32) for image, _ in volumes]
+    props = [mask for _, mask in volumes]
+    anns = [SliceAnnotation({3: mask[3]}, len(mask)) for _, mask in volumes]
+    seen_targets, calls = [], []
+    real_train = refinement.train_refiner
+
+    def recording_train(stacks, targets, *args, start_from=None, **kwargs):
+        seen_targets.append((start_from is not None, [t.clone() for t in targets]))
+        return real_train(stacks, targets, *args, start_from=start_from, **kwargs)
+
+    refined_marker = np.zeros_like(props[0])  # what "refinement" returns: all background
+    monkeypatch.setattr(refinement, "train_refiner", recording_train)
+    monkeypatch.setattr(refinement, "refine_volume",
+                        lambda net, stack, prop, ann, classes, **kw: refined_marker)
+    config = RefineConfig(steps=3, rounds=2, size=32, batch_size=2)
+    net = train_rounds(stacks, props, anns, np.array([0, 1]), config=config,
+                       progress=lambda done, total: calls.append((done, total)))
+    assert isinstance(net, torch.nn.Module)
+    assert calls == [(k, 6) for k in range(1, 7)]
+    (first_from, first), (second_from, second) = seen_targets
+    assert not first_from and second_from  # round 2 goes on from round 1's network
+    assert all(torch.equal(t, s.target(p.astype(np.int64)))
+               for t, s, p in zip(first, stacks, props, strict=True))
+    assert all(int(t.sum()) == 0 for t in second)  # round 2's targets: the refined labels
+
+
+def test_start_from_leaves_the_given_network_unchanged(trained):
+    image, mask = _disc_volume(3)
+    stack = SliceStack(image, size=32)
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    config = RefineConfig(steps=2, size=32, batch_size=2)
+    went_on = train_refiner([stack], [stack.target(mask.astype(np.int64))], [[0]],
+                            n_classes=2, config=config, start_from=trained)
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(v, went_on.state_dict()[k]) for k, v in before.items())
 
 
 def test_refine_volume_corrects_a_systematic_error_and_keeps_annotated_slices(trained):

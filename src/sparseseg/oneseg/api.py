@@ -836,6 +836,7 @@ def refine(
     max_time: float | None = None,
     finetune_steps: int = 50,
     sigma: float = 2.0,
+    propagation_weight: float = 1.0,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
@@ -861,6 +862,8 @@ def refine(
             the result depends on the machine's speed).
         finetune_steps: Steps of fine-tuning on each case's annotated slices.
         sigma: In-plane smoothing (pixels) of the propagated labels in the fusion.
+        propagation_weight: Weight of the propagated labels beside the network in the
+            fusion (0: the fine-tuned network alone decides outside the annotated slices).
         seed: Seed of the network and of the slices drawn.
         device: Where to compute.
         progress: Show progress bars.
@@ -877,14 +880,13 @@ def refine(
     from sparseseg.oneseg.refinement import (
         RefineConfig,
         SliceStack,
-        class_indices,
         refine_volume,
-        train_refiner,
+        train_rounds,
     )
 
     try:
         config = RefineConfig(steps=steps, max_time=max_time, finetune_steps=finetune_steps,
-                              sigma=sigma, seed=seed)
+                              sigma=sigma, propagation_weight=propagation_weight, seed=seed)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     annotations, labels, output = Path(annotations), Path(labels), Path(output)
@@ -912,14 +914,13 @@ def refine(
         values.update(int(v) for v in np.unique(lab.array))
         values.update(ann.labels())
     classes = np.array(sorted(values))
-    targets = [stack.target(class_indices(ann.restore(to_slices(lab.array).copy()), classes))
-               for _, lab, ann, stack in prepared]
     target = prepare_output(output)
-    bar = tqdm(total=config.steps, desc="oneseg refine: training", disable=not progress)
+    bar = tqdm(total=config.steps * config.rounds, desc="oneseg refine: training",
+               disable=not progress)
     try:
-        net = train_refiner([p[3] for p in prepared], targets, [p[2].indices for p in prepared],
-                            n_classes=len(classes), config=config, device=dev,
-                            progress=lambda done, total: bar.update(1))
+        net = train_rounds([p[3] for p in prepared], [to_slices(p[1].array) for p in prepared],
+                           [p[2] for p in prepared], classes, config=config, device=dev,
+                           progress=lambda done, total: bar.update(1))
     finally:
         bar.close()
     written = []

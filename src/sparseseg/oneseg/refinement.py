@@ -23,9 +23,10 @@ Measured in ``docs/benchmarks.md`` (the population prior on LeftAtrium).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -52,12 +53,19 @@ class RefineConfig:
         max_time: Stop training after this many minutes even if ``steps`` are not done
             (``None``: no limit; with a limit the result depends on the machine's speed).
         batch_size: Slices per step.
-        lr: AdamW learning rate.
+        lr: AdamW learning rate at the start; it decays to 0 along a cosine over the run
+            (over ``steps``, or ``max_time`` if that comes first).
         annotated_weight: How much more often an annotated slice is drawn than a propagated
             one.
         finetune_steps: Steps of fine-tuning on each volume's annotated slices (0: none).
         finetune_lr: Adam learning rate of the fine-tuning.
+        rounds: Training rounds: after the first, every volume's refined labels replace its
+            propagated ones as the targets and the network trains ``steps`` more
+            (:func:`train_rounds`).
         sigma: In-plane smoothing (pixels) of the propagated labels before the fusion.
+        propagation_weight: Weight of the propagated labels' log-probabilities beside the
+            network's in the fusion (1: equal; 0: the network alone decides outside the
+            annotated slices).
         size: Slices are resized to ``size x size`` for the network.
         seed: Seed of the network's initialisation and of the slices drawn.
     """
@@ -69,13 +77,15 @@ class RefineConfig:
     annotated_weight: float = 3.0
     finetune_steps: int = 50
     finetune_lr: float = 3e-4
+    rounds: int = 1
     sigma: float = 2.0
+    propagation_weight: float = 1.0
     size: int = 128
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, low in (("steps", 1), ("batch_size", 1), ("size", 16),
-                          ("finetune_steps", 0), ("sigma", 0)):
+        for name, low in (("steps", 1), ("batch_size", 1), ("size", 16), ("rounds", 1),
+                          ("finetune_steps", 0), ("sigma", 0), ("propagation_weight", 0)):
             value = getattr(self, name)
             if not value >= low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -163,6 +173,7 @@ def train_refiner(
     config: RefineConfig = RefineConfig(),
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    start_from: torch.nn.Module | None = None,
 ) -> torch.nn.Module:
     """Train the refinement network on every volume's propagated labels.
 
@@ -176,6 +187,8 @@ def train_refiner(
         config: Settings.
         device: Where to train.
         progress: Called as ``progress(step, steps)`` after each step.
+        start_from: A trained network to go on training (a copy; it is left unchanged)
+            instead of a new one.
 
     Returns:
         The trained network, in evaluation mode.
@@ -193,14 +206,19 @@ def train_refiner(
         weights[offset + np.asarray(list(marks), dtype=np.int64)] = config.annotated_weight
         offset += len(stack)
     weights /= weights.sum()
-    net = new_network(n_classes).to(device)
+    net = (new_network(n_classes) if start_from is None else copy.deepcopy(start_from)).to(device)
     opt = torch.optim.AdamW(net.parameters(), config.lr, weight_decay=1e-4)
     loss_fn = _loss_function()
     net.train()
     start = time.monotonic()
     for step in range(config.steps):
-        if config.max_time is not None and step and time.monotonic() - start > config.max_time * 60:
-            break
+        done = step / config.steps
+        if config.max_time is not None:
+            done = max(done, (time.monotonic() - start) / (config.max_time * 60))
+            if step and done >= 1:
+                break
+        for group in opt.param_groups:  # cosine decay over the run
+            group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * done))
         picks = rng.choice(len(owners), config.batch_size, p=weights)
         xb = torch.cat([stacks[owners[p]].inputs([within[p]]) for p in picks])
         yb = torch.stack([targets[owners[p]][within[p]] for p in picks])[:, None]
@@ -215,6 +233,56 @@ def train_refiner(
         if progress is not None:
             progress(step + 1, config.steps)
     return net.eval()
+
+
+def train_rounds(
+    stacks: Sequence[SliceStack],
+    propagated: Sequence[np.ndarray],
+    annotations: Sequence[SliceAnnotation],
+    classes: np.ndarray,
+    *,
+    config: RefineConfig = RefineConfig(),
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.nn.Module:
+    """Train the refinement network on every volume's propagated labels, then, for each
+    further round (``config.rounds``), go on training it on every volume's refined labels
+    (:func:`refine_volume` with the network so far), which are closer to the truth than the
+    propagated ones.
+
+    Args:
+        stacks: The volumes (:class:`SliceStack`, one size).
+        propagated: Per volume, its propagated labels, ``(N, H, W)`` label values.
+        annotations: Per volume, its annotated slices.
+        classes: Sorted label values of the dataset, 0 first.
+        config: Settings.
+        device: Where to train.
+        progress: Called as ``progress(step, steps * rounds)`` after each step.
+
+    Returns:
+        The trained network, in evaluation mode. With ``config.max_time`` each round has
+        its share of the time.
+    """
+    total = config.steps * config.rounds
+    if config.max_time is not None:  # the time limit is the whole training's
+        config = replace(config, max_time=config.max_time / config.rounds)
+    marks = [ann.indices for ann in annotations]
+    labels = [ann.restore(np.array(prop, copy=True)) for prop, ann in
+              zip(propagated, annotations, strict=True)]
+    net = None
+    for round_ in range(config.rounds):
+        if net is not None:
+            labels = [refine_volume(net, stack, prop, ann, classes, config=config, device=device)
+                      for stack, prop, ann in zip(stacks, propagated, annotations, strict=True)]
+        targets = [stack.target(class_indices(lab, classes))
+                   for stack, lab in zip(stacks, labels, strict=True)]
+        offset = round_ * config.steps
+        net = train_refiner(
+            stacks, targets, marks, n_classes=len(classes), config=config, device=device,
+            start_from=net,
+            progress=None if progress is None else
+            lambda done, _, offset=offset: progress(offset + done, total))
+    return net
 
 
 def finetune_refiner(
@@ -247,25 +315,29 @@ def finetune_refiner(
     return tuned.eval()
 
 
-def fuse(propagated: np.ndarray, probabilities: np.ndarray, *, sigma: float) -> np.ndarray:
+def fuse(propagated: np.ndarray, probabilities: np.ndarray, *, sigma: float,
+         weight: float = 1.0) -> np.ndarray:
     """Fuse propagated labels with the network's probabilities.
 
     Args:
         propagated: Class indices, ``(B, H, W)``.
         probabilities: The network's class probabilities, ``(B, C, H, W)``.
         sigma: In-plane smoothing of the propagated labels (pixels; 0: none).
+        weight: Weight of the propagated labels (0: the network's argmax).
 
     Returns:
-        Class indices ``(B, H, W)``: per pixel the class maximising ``log q + log p``, ``q``
-        the smoothed one-hot propagated labels and ``p`` the network's, both floored at
-        :data:`FLOOR`.
+        Class indices ``(B, H, W)``: per pixel the class maximising
+        ``weight * log q + log p``, ``q`` the smoothed one-hot propagated labels and ``p``
+        the network's, both floored at :data:`FLOOR`.
     """
+    if weight == 0:
+        return probabilities.argmax(1)
     n_classes = probabilities.shape[1]
     one_hot = (propagated[:, None] == np.arange(n_classes)[None, :, None, None])
     soft = one_hot.astype(np.float32)
     if sigma > 0:
         soft = ndimage.gaussian_filter(soft, (0, 0, sigma, sigma))
-    score = np.log(np.maximum(soft, FLOOR)) + np.log(np.maximum(probabilities, FLOOR))
+    score = weight * np.log(np.maximum(soft, FLOOR)) + np.log(np.maximum(probabilities, FLOOR))
     return score.argmax(1)
 
 
@@ -298,7 +370,8 @@ def refine_volume(
     tuned = finetune_refiner(net, stack, stack.target(prop_idx), annotation.indices,
                              config=config, device=device)
     return fused_labels(tuned, stack, propagated, annotation, classes, sigma=config.sigma,
-                        batch_size=config.batch_size, device=device)
+                        weight=config.propagation_weight, batch_size=config.batch_size,
+                        device=device)
 
 
 def fused_labels(
@@ -309,6 +382,7 @@ def fused_labels(
     classes: np.ndarray,
     *,
     sigma: float,
+    weight: float = 1.0,
     batch_size: int = 16,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
@@ -323,6 +397,7 @@ def fused_labels(
         annotation: Its annotated slices.
         classes: Sorted label values of the dataset, 0 first.
         sigma: In-plane smoothing of the propagated labels (pixels).
+        weight: Weight of the propagated labels (:func:`fuse`).
         batch_size: Slices per forward pass.
         device: Where to compute.
 
@@ -335,6 +410,6 @@ def fused_labels(
     for start in range(0, len(stack), batch_size):
         index = np.arange(start, min(len(stack), start + batch_size))
         probs = stack.probabilities(tuned, index, device)
-        out[index] = classes[fuse(prop_idx[index], probs, sigma=sigma)]
+        out[index] = classes[fuse(prop_idx[index], probs, sigma=sigma, weight=weight)]
     annotation.restore(out)
     return largest_component(out, anchor=annotation.volume(axis=0))
