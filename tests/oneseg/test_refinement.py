@@ -13,6 +13,7 @@ from sparseseg.oneseg.refinement import (
     SliceStack,
     class_indices,
     fuse,
+    fused_labels,
     refine_volume,
     train_refiner,
     train_rounds,
@@ -125,7 +126,7 @@ def test_slice_stack_neighbours_and_native_size_probabilities():
 def test_config_refuses_bad_settings():
     for bad in ({"steps": 0}, {"finetune_steps": -1}, {"sigma": -1.0}, {"max_time": 0.0},
                 {"size": 8}, {"sigma": float("nan")}, {"propagation_weight": -0.5},
-                {"rounds": 0}):
+                {"rounds": 0}, {"z_sigma": -1.0}):
         name, value = next(iter(bad.items()))
         with pytest.raises(ValueError, match=f"^{name} must be .*, got {value}$"):
             RefineConfig(**bad)
@@ -225,6 +226,43 @@ def test_start_from_leaves_the_given_network_unchanged(trained):
     assert any(not torch.equal(v, went_on.state_dict()[k]) for k, v in before.items())
 
 
+class _Threshold(torch.nn.Module):
+    """A stand-in network: foreground where the middle input slice is brighter than ``t``."""
+
+    def __init__(self, t: float) -> None:
+        super().__init__()
+        self.t = t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = (x[:, 1] - self.t) * 20
+        return torch.stack([-fg, fg], 1)
+
+
+def _gap_volume() -> tuple[SliceStack, np.ndarray]:
+    """A disc through 12 slices, faint on slice 6; its stack and mask."""
+    mask = np.repeat(disc(PLANE, (16, 16), 8)[None], 12, 0)
+    image = np.where(mask, 1.0, 0.0)
+    image[6] *= 0.4
+    return SliceStack(image.astype(np.float32), size=32), mask.astype(np.uint8)
+
+
+def test_fused_labels_smooth_the_network_across_slices():
+    stack, mask = _gap_volume()
+    disc_value, faint_value = float(stack.slices[0].max()), float(stack.slices[6].max())
+    net = _Threshold((disc_value + faint_value) / 2)  # misses the faint slice
+    ann = SliceAnnotation({0: mask[0]}, len(mask))
+    classes = np.array([0, 1])
+    alone = fused_labels(net, stack, mask, ann, classes, sigma=2.0, weight=0, z_sigma=0)
+    assert not alone[6].any() and alone[5].sum() > 150
+    smoothed = fused_labels(net, stack, mask, ann, classes, sigma=2.0, weight=0, z_sigma=1.5)
+    assert dice(smoothed[6], mask[6]) > 0.9  # its neighbours vote the faint slice back in
+    # batches see their neighbours: any batch size gives the whole volume's smoothing
+    for batch_size in (1, 4, 5):
+        assert np.array_equal(
+            fused_labels(net, stack, mask, ann, classes, sigma=2.0, weight=0, z_sigma=1.5,
+                         batch_size=batch_size), smoothed)
+
+
 def test_refine_volume_corrects_a_systematic_error_and_keeps_annotated_slices(trained):
     from scipy import ndimage
 
@@ -248,4 +286,5 @@ def test_refine_volume_corrects_a_systematic_error_and_keeps_annotated_slices(tr
 def test_cli_default_steps_are_the_core_default():
     from sparseseg.cli import oneseg as oneseg_cli
 
-    assert RefineConfig().steps == oneseg_cli.REFINE_STEPS  # the CLI's torch-free copy
+    assert RefineConfig().steps == oneseg_cli.REFINE_STEPS  # the CLI's torch-free copies
+    assert RefineConfig().propagation_weight == oneseg_cli.REFINE_PROPAGATION_WEIGHT

@@ -212,8 +212,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="When a few slices of every volume of a dataset are annotated and "
         "propagated (oneseg propagate with folders), train one 2D network on all the "
         "propagated labels, then refine each case: the network, fine-tuned on the case's "
-        "annotated slices, is fused with its propagated labels (it decides near their "
-        "outlines; far from them the propagation stands). Annotated slices are kept exactly. "
+        "annotated slices, is fused with its propagated labels (weighted by "
+        "--propagation-weight: the network decides wherever it is fairly sure; where it is "
+        "not, the propagation stands). Annotated slices are kept exactly. "
         "Each image IMAGES/CASE_0000.nii.gz (or CASE.nii.gz) is matched to "
         "ANNOTATIONS/CASE.nii.gz and LABELS/CASE.nii.gz; OUTPUT/CASE.nii.gz is written in the "
         "image's geometry. Every input is checked before training starts.",
@@ -237,6 +238,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ref.add_argument("--finetune-steps", type=int, default=50, metavar="N",
                      help="steps of fine-tuning on each case's annotated slices (default 50; "
                      "0: none)")
+    ref.add_argument("--rounds", type=int, default=1, metavar="R",
+                     help="training rounds (default 1); each further round trains the network "
+                     "STEPS more on every case's refined labels")
+    ref.add_argument("--propagation-weight", type=float, default=REFINE_PROPAGATION_WEIGHT,
+                     metavar="W",
+                     help="weight of the propagated labels beside the network in the fusion "
+                     f"(default {REFINE_PROPAGATION_WEIGHT:g}; 1: equal, the propagation "
+                     "stands unless the network is near-certain; 0: the network alone)")
     add_seed_option(ref)
     add_device_option(ref)
     ref.set_defaults(func=run_refine)
@@ -252,6 +261,7 @@ FUSION_CHOICES = ("union", "distance", "nearest")
 INTENSITY_WEIGHT = 1.0  # sparseseg.oneseg.intensity.INTENSITY_WEIGHT (not imported: torch)
 HYBRID_WEIGHT = 0.7  # sparseseg.oneseg.hybrid.HYBRID_WEIGHT (not imported: torch)
 REFINE_STEPS = 4000  # sparseseg.oneseg.refinement.RefineConfig.steps (not imported: torch)
+REFINE_PROPAGATION_WEIGHT = 0.25  # RefineConfig.propagation_weight (not imported: torch)
 
 
 def _add_annotation_options(parser: argparse.ArgumentParser, *, batch: bool) -> None:
@@ -438,6 +448,8 @@ def run_refine(args: argparse.Namespace) -> int:
         steps=args.steps,
         max_time=args.max_time,
         finetune_steps=args.finetune_steps,
+        rounds=args.rounds,
+        propagation_weight=args.propagation_weight,
         seed=args.seed,
         device=args.device,
         progress=not args.quiet,

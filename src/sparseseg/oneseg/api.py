@@ -835,8 +835,9 @@ def refine(
     steps: int = 4000,
     max_time: float | None = None,
     finetune_steps: int = 50,
-    sigma: float = 2.0,
-    propagation_weight: float = 1.0,
+    rounds: int = 1,
+    sigma: float = 4.0,
+    propagation_weight: float = 0.25,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
@@ -861,6 +862,8 @@ def refine(
         max_time: Stop training after this many minutes (``None``: no limit; with a limit
             the result depends on the machine's speed).
         finetune_steps: Steps of fine-tuning on each case's annotated slices.
+        rounds: Training rounds; each after the first goes on training the network on every
+            case's refined labels (``steps`` more each).
         sigma: In-plane smoothing (pixels) of the propagated labels in the fusion.
         propagation_weight: Weight of the propagated labels beside the network in the
             fusion (0: the fine-tuned network alone decides outside the annotated slices).
@@ -886,7 +889,8 @@ def refine(
 
     try:
         config = RefineConfig(steps=steps, max_time=max_time, finetune_steps=finetune_steps,
-                              sigma=sigma, propagation_weight=propagation_weight, seed=seed)
+                              rounds=rounds, sigma=sigma,
+                              propagation_weight=propagation_weight, seed=seed)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     annotations, labels, output = Path(annotations), Path(labels), Path(output)
