@@ -76,9 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fusion smoothing(s), comma-separated")
     p.add_argument("--propagation-weight", type=float,
                    default=RefineConfig.propagation_weight,
-                   help="the fusion's weight of the propagated labels when later rounds "
-                        "relabel the training volumes (the table shows the network alone, "
-                        "weight 0, and each --sigma at weight 1)")
+                   help="the fusion's weight of the propagated labels (the table's refined "
+                        "columns, and later rounds' relabeling of the training volumes)")
+    p.add_argument("--z-sigma", type=float, default=RefineConfig.z_sigma,
+                   help="across-slice smoothing of the network in the fusion (slices)")
     p.add_argument("--size", type=int, default=RefineConfig.size)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     sigmas = [float(v) for v in args.sigma.split(",")]
     config = RefineConfig(steps=args.steps, rounds=args.rounds,
                           finetune_steps=args.finetune_steps,
-                          propagation_weight=args.propagation_weight,
+                          propagation_weight=args.propagation_weight, z_sigma=args.z_sigma,
                           sigma=sigmas[0], size=args.size, seed=args.seed)
     model = OneSegModel.load(args.model or oneseg.default_model_path())
     train, held_out = leftatrium_split(args.data, args.train_cases, args.limit)
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             for sigma in sigmas:  # what refine_volume does, the fine-tuning done once
                 start = time.monotonic()
                 refined = fused_labels(tuned, stack, prop, ann, CLASSES, sigma=sigma,
-                                       batch_size=config.batch_size)
+                                       weight=config.propagation_weight,
+                                       z_sigma=config.z_sigma, batch_size=config.batch_size)
                 row[f"refined_{sigma:g}"] = float(dice(refined, truth))
                 row[f"seconds_{sigma:g}"] = tuning + time.monotonic() - start
             rows.append(row)
@@ -214,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(train)} other volumes"
           f"{' and the held-out ones' if args.transductive else ''}, propagated from "
           f"{args.train_slices or 'as many'} slices, fine-tuned {config.finetune_steps} "
-          "steps per volume")
+          f"steps per volume; refined: propagation weight {config.propagation_weight:g}, "
+          f"z-sigma {config.z_sigma:g}")
     columns = [("slices", "annotated slices", "d"), ("propagation", "OneSeg", ".3f"),
                ("network", "network", ".3f")]
     columns += [(f"refined_{s:g}", f"refined (sigma {s:g})", ".3f") for s in sigmas]

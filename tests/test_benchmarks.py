@@ -646,14 +646,14 @@ def test_population_prior_trains_on_other_volumes_and_scores_each_held_out_case(
     data = needs("LeftAtrium")
     out = run_benchmark("population_prior", "--data", str(data), "--train-cases", "2",
                         "--limit", "1", "--steps", "2", "--finetune-steps", "1",
-                        "--slices", "2,3", "--sigma", "2,0", "--threads", "1",
-                        "--out", str(tmp_path))
+                        "--slices", "2,3", "--sigma", "2,0", "--propagation-weight", "1",
+                        "--threads", "1", "--out", str(tmp_path))
     rows = read_rows(tmp_path / "population_prior.csv")
     assert [(r["slices"], r["train_slices"]) for r in rows] == [("2", "2"), ("3", "2")]
     assert len({r["case"] for r in rows}) == 1
     assert "refined (sigma 2)" in out and "refined (sigma 0)" in out
     for row in rows:
-        # Two training steps make a network of no use; the fusion keeps the propagation
-        # where it is sure (sigma 0: everywhere), and the annotated slices exactly.
+        # Two training steps make a network of no use; the fusion at equal weights keeps the
+        # propagation where it is sure (sigma 0: everywhere), and the annotated slices.
         assert float(row["refined_0"]) == pytest.approx(float(row["propagation"]), abs=0.01)
         assert float(row["propagation"]) > 0.7 and float(row["refined_2"]) > 0.6

@@ -391,8 +391,8 @@ def fused_labels(
     classes: np.ndarray,
     *,
     sigma: float,
+    weight: float,
     z_sigma: float = 0.0,
-    weight: float = 1.0,
     batch_size: int = 16,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
@@ -407,8 +407,8 @@ def fused_labels(
         annotation: Its annotated slices.
         classes: Sorted label values of the dataset, 0 first.
         sigma: In-plane smoothing of the propagated labels (pixels).
-        z_sigma: Smoothing of the network's probabilities across slices (slices).
         weight: Weight of the propagated labels (:func:`fuse`).
+        z_sigma: Smoothing of the network's probabilities across slices (slices).
         batch_size: Slices per forward pass.
         device: Where to compute.
 
