@@ -49,6 +49,7 @@ from sparseseg.oneseg.refinement import (
     SliceStack,
     finetune_refiner,
     fused_labels,
+    save_refiner,
     train_rounds,
 )
 
@@ -85,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--tag", default="", help="suffix of the CSV's name")
+    p.add_argument("--save-network", metavar="DIR", default=None,
+                   help="also write each trained network to DIR/slicesN (a refiner folder)")
     p.add_argument("--save-probabilities", default=None, metavar="DIR",
                    help="also write each held-out case's network probabilities, propagation, "
                         "truth and annotated slices to DIR/CASE_nN.npz (to study the fusion)")
@@ -170,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         if train_n not in networks:
             cases = train + held_out if args.transductive else train
             networks[train_n] = train_network(config, model, choose, cases, train_n)
+            if args.save_network:
+                save_refiner(Path(args.save_network) / f"slices{train_n}", networks[train_n],
+                             classes=CLASSES, size=config.size)
         net = networks[train_n]
         for case in held_out:
             vol, mask, truth, slices = load_case(case, n, choose)

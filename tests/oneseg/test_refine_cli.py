@@ -13,8 +13,10 @@ from scipy import ndimage
 from sparseseg import oneseg
 from sparseseg.cli.main import main
 from sparseseg.data.phantom import make_phantom
+from sparseseg.errors import InputError
 from sparseseg.io import read_label, read_volume, write_volume
 from sparseseg.metrics import dice
+from sparseseg.oneseg import refinement
 from sparseseg_test_utils import real_case
 
 SHAPE = (40, 36, 10)
@@ -145,3 +147,43 @@ def test_refine_on_real_leftatrium_volumes(tmp_path):
         drawn = ann.any(axis=(0, 1))
         assert np.array_equal(result[:, :, drawn], ann[:, :, drawn])
         assert dice(result > 0, truth) > 0.6
+
+
+def test_a_saved_network_refines_as_the_run_that_trained_it(dataset, tmp_path, monkeypatch):
+    images, ann, labels = dataset
+    saved = tmp_path / "net"
+    assert main(_argv(images, ann, labels, tmp_path / "trained", "--save-model",
+                      str(saved))) == 0
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a saved network is not trained again")
+
+    monkeypatch.setattr(refinement, "train_rounds", no_training)
+    assert main(_argv(images, ann, labels, tmp_path / "reused", "-m", str(saved))) == 0
+    for name in NAMES:
+        first = read_label(tmp_path / "trained" / f"{name}.nii.gz").array
+        again = read_label(tmp_path / "reused" / f"{name}.nii.gz").array
+        assert np.array_equal(first, again)
+
+
+def test_a_saved_network_must_know_every_label(dataset, tmp_path, capsys):
+    images, ann, labels = dataset
+    saved = tmp_path / "net"
+    refinement.save_refiner(saved, refinement.new_network(3), classes=np.array([0, 1, 2]),
+                            size=32)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(_argv(images, ann, labels, out, "-m", str(saved))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (
+        f"sparseseg: error: {saved}: predicts the labels [0, 1, 2], not [3, 4] of the data")
+    assert not out.exists()
+
+
+def test_refine_takes_a_saved_network_or_saves_one_not_both(dataset, tmp_path):
+    images, ann, labels = dataset
+    with pytest.raises(InputError, match="not both"):
+        oneseg.refine(images=images, annotations=ann, labels=labels, output=tmp_path / "out",
+                      model=tmp_path / "a", save_model=tmp_path / "b", progress=False)
+    assert not (tmp_path / "out").exists()

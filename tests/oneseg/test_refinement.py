@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
 
+from sparseseg.errors import ModelError
 from sparseseg.metrics import dice
 from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.refinement import (
@@ -14,7 +18,10 @@ from sparseseg.oneseg.refinement import (
     class_indices,
     fuse,
     fused_labels,
+    load_refiner,
+    new_network,
     refine_volume,
+    save_refiner,
     train_refiner,
     train_rounds,
 )
@@ -224,6 +231,37 @@ def test_start_from_leaves_the_given_network_unchanged(trained):
                             n_classes=2, config=config, start_from=trained)
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, went_on.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_saved_network_loads_as_it_was(trained, tmp_path):
+    save_refiner(tmp_path / "net", trained, classes=np.array([0, 1]), size=32)
+    net, classes, size = load_refiner(tmp_path / "net")
+    assert classes.tolist() == [0, 1] and size == 32 and not net.training
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(net(x), trained(x))
+
+
+@pytest.mark.parametrize("fault", ["classes", "neighbours", "kind", "weights"])
+def test_loading_refuses_a_folder_that_is_not_this_network(tmp_path, fault):
+    folder = save_refiner(tmp_path / "net", new_network(3), classes=np.array([0, 1, 4]),
+                          size=32)
+    config = json.loads((folder / "config.json").read_text())
+    if fault == "classes":  # two outputs named for three weights' worth of classes
+        config["classes"] = [0, 1]
+        message = "config and weights do not match"
+    elif fault == "neighbours":
+        config["neighbours"] = [0]
+        message = "neighbours [0] are not [-1, 0, 1]"
+    elif fault == "kind":
+        config["kind"] = "oneseg"
+        message = "is a 'oneseg' model, expected 'oneseg-refiner'"
+    else:
+        (folder / "model.safetensors").write_bytes(b"not weights")
+        message = "corrupt weights"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=re.escape(message)):
+        load_refiner(folder)
 
 
 class _Threshold(torch.nn.Module):

@@ -246,6 +246,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="weight of the propagated labels beside the network in the fusion "
                      f"(default {REFINE_PROPAGATION_WEIGHT:g}; 1: equal, the propagation "
                      "stands unless the network is near-certain; 0: the network alone)")
+    saved = ref.add_mutually_exclusive_group()
+    saved.add_argument("--save-model", metavar="DIR", default=None,
+                       help="also write the trained network to DIR (model.safetensors + "
+                       "config.json), to refine later cases with -m")
+    saved.add_argument("-m", "--model", metavar="DIR", default=None,
+                       help="refine with a network saved by --save-model instead of training "
+                       "one (seconds a case; --steps, --max-time and --rounds unused): e.g. "
+                       "after slices were added to a few cases")
     add_seed_option(ref)
     add_device_option(ref)
     ref.set_defaults(func=run_refine)
@@ -450,6 +458,8 @@ def run_refine(args: argparse.Namespace) -> int:
         finetune_steps=args.finetune_steps,
         rounds=args.rounds,
         propagation_weight=args.propagation_weight,
+        model=args.model,
+        save_model=args.save_model,
         seed=args.seed,
         device=args.device,
         progress=not args.quiet,

@@ -838,6 +838,8 @@ def refine(
     rounds: int = 1,
     sigma: float = 4.0,
     propagation_weight: float = 0.25,
+    model: PathLike | None = None,
+    save_model: PathLike | None = None,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
@@ -867,6 +869,11 @@ def refine(
         sigma: In-plane smoothing (pixels) of the propagated labels in the fusion.
         propagation_weight: Weight of the propagated labels beside the network in the
             fusion (0: the fine-tuned network alone decides outside the annotated slices).
+        model: A network written by an earlier run's ``save_model``: the cases are refined
+            with it and nothing is trained (``steps``, ``max_time`` and ``rounds`` unused),
+            e.g. after slices were added to a few cases. It must know every label value.
+        save_model: Also write the trained network to this folder (``model.safetensors`` +
+            ``config.json``).
         seed: Seed of the network and of the slices drawn.
         device: Where to compute.
         progress: Show progress bars.
@@ -877,20 +884,32 @@ def refine(
     Raises:
         InputError: A missing, unreadable or mismatched input (named), or an output folder
             that is an input folder; nothing is written.
+        ModelError: ``model`` is not a refinement network, or does not know a label value
+            of the data.
     """
     from sparseseg.batch import match_case_files, output_path, prepare_output
     from sparseseg.io.reader import read_label
     from sparseseg.oneseg.refinement import (
         RefineConfig,
         SliceStack,
+        load_refiner,
         refine_volume,
+        save_refiner,
         train_rounds,
     )
 
+    if model is not None and save_model is not None:
+        raise InputError("give a saved network to refine with (model) or a folder to save "
+                         "the trained one in (save_model), not both")
+    dev = resolve_device(device)
+    net = known = None
+    size = RefineConfig.size
+    if model is not None:
+        net, known, size = load_refiner(model, device=dev)
     try:
         config = RefineConfig(steps=steps, max_time=max_time, finetune_steps=finetune_steps,
                               rounds=rounds, sigma=sigma,
-                              propagation_weight=propagation_weight, seed=seed)
+                              propagation_weight=propagation_weight, size=size, seed=seed)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     annotations, labels, output = Path(annotations), Path(labels), Path(output)
@@ -901,7 +920,6 @@ def refine(
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
     ann_matches, _ = match_case_files([c.name for c in cases], annotations)
     lab_matches, _ = match_case_files([c.name for c in cases], labels)
-    dev = resolve_device(device)
     prepared = []
     for case in tqdm(cases, desc="oneseg refine: reading", disable=not progress, leave=False):
         ann_file = _one_match(ann_matches, case, annotations, "annotation")
@@ -918,15 +936,25 @@ def refine(
         values.update(int(v) for v in np.unique(lab.array))
         values.update(ann.labels())
     classes = np.array(sorted(values))
+    if known is not None:
+        unknown = sorted(set(classes.tolist()) - set(known.tolist()))
+        if unknown:
+            raise ModelError(f"predicts the labels {known.tolist()}, not {unknown} of the data",
+                             Path(model))
+        classes = known
     target = prepare_output(output)
-    bar = tqdm(total=config.steps * config.rounds, desc="oneseg refine: training",
-               disable=not progress)
-    try:
-        net = train_rounds([p[3] for p in prepared], [to_slices(p[1].array) for p in prepared],
-                           [p[2] for p in prepared], classes, config=config, device=dev,
-                           progress=lambda done, total: bar.update(1))
-    finally:
-        bar.close()
+    if net is None:
+        bar = tqdm(total=config.steps * config.rounds, desc="oneseg refine: training",
+                   disable=not progress)
+        try:
+            net = train_rounds([p[3] for p in prepared],
+                               [to_slices(p[1].array) for p in prepared],
+                               [p[2] for p in prepared], classes, config=config, device=dev,
+                               progress=lambda done, total: bar.update(1))
+        finally:
+            bar.close()
+        if save_model is not None:
+            save_refiner(save_model, net, classes=classes, size=config.size)
     written = []
     for case, lab, ann, stack in tqdm(prepared, desc="oneseg refine: refining",
                                       disable=not progress):

@@ -29,12 +29,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from sparseseg.checkpoint import load_model, save_model
+from sparseseg.errors import ModelError
 from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.cleanup import largest_component
 from sparseseg.oneseg.preprocess import normalise_intensity, resize_slices
@@ -47,6 +50,9 @@ FLOOR = 1e-4
 
 #: The across-slice smoothing's kernel reaches this many sigmas.
 Z_TRUNCATE = 2.0
+
+#: The ``kind`` of a saved refinement network's folder (:func:`save_refiner`).
+KIND = "oneseg-refiner"
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,54 @@ def new_network(n_classes: int) -> torch.nn.Module:
 
     return UNet(spatial_dims=2, in_channels=len(NEIGHBOURS), out_channels=n_classes,
                 channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=1)
+
+
+def save_refiner(folder: str | Path, net: torch.nn.Module, *, classes: np.ndarray,
+                 size: int) -> Path:
+    """Write a trained refinement network (``model.safetensors`` + ``config.json``,
+    atomically) so that later cases can be refined without training it again.
+
+    Args:
+        folder: Output folder, created if needed.
+        net: The network (:func:`train_rounds`).
+        classes: The label values it predicts, sorted, 0 first.
+        size: Side of its input slices.
+
+    Returns:
+        The folder.
+    """
+    config = {"classes": [int(c) for c in classes], "size": int(size),
+              "neighbours": list(NEIGHBOURS)}
+    return save_model(folder, kind=KIND, config=config, state=net.state_dict())
+
+
+def load_refiner(folder: str | Path, *,
+                 device: torch.device | str = "cpu") -> tuple[torch.nn.Module, np.ndarray, int]:
+    """Read a network written by :func:`save_refiner` (nothing is unpickled or executed).
+
+    Returns:
+        ``(network in evaluation mode, its label values, its input size)``.
+
+    Raises:
+        ModelError: The folder is missing, corrupt, of another kind, or its config and
+            weights do not match.
+    """
+    config, state = load_model(folder, kind=KIND)
+    try:
+        classes = np.array([int(c) for c in config["classes"]], dtype=np.int64)
+        size = int(config["size"])
+        if list(config["neighbours"]) != list(NEIGHBOURS):
+            raise ValueError(f"neighbours {config['neighbours']} are not {list(NEIGHBOURS)}")
+        if len(classes) < 2 or classes[0] != 0 or np.any(np.diff(classes) <= 0):
+            raise ValueError(f"classes {classes.tolist()} are not sorted label values from 0")
+        if size < 16:
+            raise ValueError(f"size {size} is below 16")
+        net = new_network(len(classes))
+        net.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        message = str(exc).strip().splitlines()[0][:200]
+        raise ModelError(f"config and weights do not match ({message})", folder) from None
+    return net.to(torch.device(device)).eval(), classes, size
 
 
 def _loss_function() -> Callable:
