@@ -643,12 +643,18 @@ def test_ltuda_pool_cli_rejects_a_file_without_the_columns(tmp_path):
 
 
 def test_population_prior_trains_on_other_volumes_and_scores_each_held_out_case(tmp_path):
+    from sparseseg.oneseg.refinement import load_refiner
+
     data = needs("LeftAtrium")
     out = run_benchmark("population_prior", "--data", str(data), "--train-cases", "2",
                         "--limit", "1", "--steps", "2", "--finetune-steps", "1",
                         "--slices", "2,3", "--sigma", "2,0", "--propagation-weight", "1",
-                        "--threads", "1", "--out", str(tmp_path))
+                        "--threads", "1", "--out", str(tmp_path),
+                        "--save-network", str(tmp_path / "net"))
     rows = read_rows(tmp_path / "population_prior.csv")
+    _, classes, size = load_refiner(tmp_path / "net" / "slices2")  # one network, for 2 slices
+    assert classes.tolist() == [0, 1] and size == 128
+    assert [p.name for p in (tmp_path / "net").iterdir()] == ["slices2"]
     assert [(r["slices"], r["train_slices"]) for r in rows] == [("2", "2"), ("3", "2")]
     assert len({r["case"] for r in rows}) == 1
     assert "refined (sigma 2)" in out and "refined (sigma 0)" in out
