@@ -29,3 +29,10 @@ class InputError(SparsesegError):
 
 class ModelError(SparsesegError):
     """A model folder is missing, corrupt, or from an incompatible version."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters (its ``repr`` when
+    the message is empty), to quote inside a one-line :class:`SparsesegError`."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else repr(exc)

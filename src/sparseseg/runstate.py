@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from sparseseg import __version__
-from sparseseg.errors import InputError, ModelError
+from sparseseg.errors import InputError, ModelError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +422,7 @@ class ResumableTrainer:
             self.elapsed = float(meta["elapsed"])
             self.finished = bool(meta["finished"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
-            raise ModelError(f"training checkpoint does not fit this run ({message})",
+            raise ModelError(f"training checkpoint does not fit this run ({first_line(exc)})",
                              source) from None
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sparseseg.checkpoint import load_model, save_model
-from sparseseg.errors import InputError, ModelError
+from sparseseg.errors import InputError, ModelError, first_line
 from sparseseg.io.axes import slice_shape
 from sparseseg.oneseg.network import NetworkConfig, OneSegNet
 from sparseseg.oneseg.preprocess import volume_to_slices
@@ -94,8 +94,8 @@ class OneSegModel:
             net.load_state_dict(state, strict=True)
             size = int(config["size"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            message = str(exc).strip().splitlines()[0][:200]
-            raise ModelError(f"config and weights do not match ({message})", folder) from None
+            raise ModelError(f"config and weights do not match ({first_line(exc)})",
+                             folder) from None
         extra = {k: v for k, v in config.items() if k not in {"size", "network"}}
         return cls(net, size=size, device=device, extra=extra)
 

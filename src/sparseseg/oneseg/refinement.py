@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from sparseseg.checkpoint import load_model, save_model
-from sparseseg.errors import ModelError
+from sparseseg.errors import ModelError, first_line
 from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.cleanup import largest_component
 from sparseseg.oneseg.preprocess import normalise_intensity, resize_slices
@@ -216,8 +216,8 @@ def load_refiner(folder: str | Path, *,
         net = new_network(len(classes))
         net.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0][:200]
-        raise ModelError(f"config and weights do not match ({message})", folder) from None
+        raise ModelError(f"config and weights do not match ({first_line(exc)})",
+                         folder) from None
     return net.to(torch.device(device)).eval(), classes, size
 
 
