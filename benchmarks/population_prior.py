@@ -67,8 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--transductive", action="store_true",
                    help="also train on the held-out volumes' propagations")
     p.add_argument("--slices", default="2,3", help="annotated slices per held-out volume")
-    p.add_argument("--strategy", choices=("uniform", "suggest"), default="uniform",
-                   help="which slices are annotated (suggest: the middle, then suggest's)")
+    p.add_argument("--strategy", choices=("uniform", "suggest", "refined"), default="uniform",
+                   help="which slices are annotated (suggest: the middle, then suggest's; "
+                        "refined: as suggest, but a slice added after a network was trained "
+                        "on one fewer is chosen by that network's doubt, suggest --refiner)")
     p.add_argument("--steps", type=int, default=RefineConfig.steps)
     p.add_argument("--rounds", type=int, default=RefineConfig.rounds,
                    help="training rounds (later ones on the refined labels)")
@@ -105,6 +107,9 @@ class SliceChooser:
         self.strategy = strategy
         self.model = model
         self.order: dict[str, list[int]] = {}
+        #: Saved refinement networks by the number of slices they were trained with
+        #: (strategy ``refined``).
+        self.refiners: dict[int, Path] = {}
 
     def __call__(self, case: Case, vol, mask: np.ndarray, n: int) -> list[int]:
         truth = np.moveaxis(mask, SLICE_AXIS, 0)
@@ -113,8 +118,10 @@ class SliceChooser:
             return uniform_slices(int(zs[0]), int(zs[-1]), n)
         order = self.order.setdefault(case.name, uniform_slices(int(zs[0]), int(zs[-1]), 1))
         while len(order) < n:
+            refiner = self.refiners.get(len(order)) if self.strategy == "refined" else None
             found = oneseg.suggest(model=self.model, image=vol,
-                                   annotation=_annotation(mask, order), device="cpu")
+                                   annotation=_annotation(mask, order), device="cpu",
+                                   refiner=refiner)
             order.append(int(found.slice))
         return sorted(order[:n])
 
@@ -173,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         if train_n not in networks:
             cases = train + held_out if args.transductive else train
             networks[train_n] = train_network(config, model, choose, cases, train_n)
-            if args.save_network:
-                save_refiner(Path(args.save_network) / f"slices{train_n}", networks[train_n],
-                             classes=CLASSES, size=config.size)
+            if args.save_network or args.strategy == "refined":
+                folder = Path(args.save_network or out) / f"slices{train_n}"
+                save_refiner(folder, networks[train_n], classes=CLASSES, size=config.size)
+                choose.refiners[train_n] = folder
         net = networks[train_n]
         for case in held_out:
             vol, mask, truth, slices = load_case(case, n, choose)

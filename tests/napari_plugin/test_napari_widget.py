@@ -372,3 +372,66 @@ def test_the_plugin_manifest_gives_reader_and_widget(
     k = widget.painted_slices[0]
     widget.labels_layer.data_setitem((np.array([k + 1]), np.array([0]), np.array([0])), 2)
     qtbot.waitUntil(lambda: k + 1 in widget.painted_slices, timeout=WAIT_MS)
+
+
+@pytest.fixture
+def refiner(phantom: tuple[Volume, Volume], tmp_path: Path) -> Path:
+    """A refinement network trained for a few seconds on the phantom's labels."""
+    import torch
+
+    from sparseseg.io.axes import to_slices
+    from sparseseg.oneseg.refinement import (
+        RefineConfig,
+        SliceStack,
+        class_indices,
+        save_refiner,
+        train_refiner,
+    )
+
+    image, label = phantom
+    classes = np.unique(label.array)
+    torch.manual_seed(0)
+    stack = SliceStack(to_slices(image.array), size=32)
+    target = stack.target(class_indices(to_slices(label.array), classes))
+    net = train_refiner([stack], [target], [[]], n_classes=len(classes),
+                        config=RefineConfig(steps=100, batch_size=8, size=32))
+    return save_refiner(tmp_path / "refiner", net, classes=classes, size=32)
+
+
+def test_a_refiner_refines_the_propagation_and_suggests(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], refiner: Path,
+    tmp_path: Path
+) -> None:
+    from sparseseg.napari.tasks import propagate_labels
+
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file, method="copy")
+    truth, k = _paint_largest(qtbot, widget, label_file)
+    _click(qtbot, widget, widget.propagate_button)
+    copied = widget.labels_layer.data.copy()
+    widget.refiner_edit.setText(str(refiner))
+    assert widget.refiner == refiner
+    _click(qtbot, widget, widget.propagate_button)
+    assert "propagated (copy, refined)" in widget.status, widget.status
+    refined = widget.labels_layer.data.copy()
+    annotation = np.zeros_like(truth)
+    annotation[k] = truth[k]
+    want = propagate_labels(image=read_volume(image_file), annotation=annotation, model=None,
+                            method="copy", painted=[k], refiner=refiner, device="cpu")
+    want[k] = truth[k]
+    assert np.array_equal(refined, want)
+    assert np.array_equal(refined[k], truth[k])
+    # The copy carries one outline everywhere; the network knows where the organs end.
+    assert ((refined > 0) == (truth > 0)).mean() > ((copied > 0) == (truth > 0)).mean()
+    _click(qtbot, widget, widget.suggest_button)
+    assert "refinement network is least sure" in widget.status, widget.status
+    assert "confidence" not in widget.status  # the propagation's would mislead
+    assert viewer.dims.current_step[SLIDER_AXIS] != k
+    assert np.array_equal(widget.labels_layer.data, refined)  # shows the refined labels
+    viewer.dims.set_point(SLIDER_AXIS, k + 3)
+    viewer.screenshot(str(tmp_path / "refined.png"), canvas_only=False)
+    # A folder that is not a refinement network: one line in the status, labels kept.
+    widget.refiner_edit.setText(str(tmp_path))
+    _click(qtbot, widget, widget.propagate_button)
+    assert widget.status == f"{tmp_path}: model folder has no config.json", widget.status
+    assert np.array_equal(widget.labels_layer.data, refined)

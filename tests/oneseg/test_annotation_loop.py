@@ -225,3 +225,104 @@ def test_real_leftatrium_more_slices_help() -> None:
     d2 = dice(two[:, :, between] > 0, truth[:, :, between])
     assert d2 > d1 + 0.01, (d1, d2)
     assert dice(interp > 0, truth) > 0.75
+
+
+@pytest.fixture(scope="module")
+def phantom_refiner(phantom, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A refinement network trained for a few seconds on the test phantom's organ 1."""
+    import torch
+
+    from sparseseg.io.axes import to_slices
+    from sparseseg.oneseg.refinement import (
+        RefineConfig,
+        SliceStack,
+        save_refiner,
+        train_refiner,
+    )
+
+    image, truth = phantom
+    torch.manual_seed(0)
+    stack = SliceStack(to_slices(image.array), size=32)
+    target = stack.target(to_slices(truth == 1).astype(np.int64))
+    net = train_refiner([stack], [target], [[]], n_classes=2,
+                        config=RefineConfig(steps=120, batch_size=8, size=32))
+    return save_refiner(tmp_path_factory.mktemp("refiner") / "net", net,
+                        classes=np.array([0, 1]), size=32)
+
+
+def test_suggest_with_a_refiner_points_where_the_propagation_is_wrong(
+        phantom, phantom_refiner: Path) -> None:
+    """Copy carries one outline through every slice and doubts nothing; a network that knows
+    the organ doubts the copied slices that differ most from it."""
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    k0 = (lo + hi) // 2
+    ann = _slices(truth, [k0], 1)
+    plain = oneseg.suggest(image=image, annotation=ann, method="copy",
+                           criterion="uncertainty")
+    found = oneseg.suggest(image=image, annotation=ann, method="copy",
+                           criterion="uncertainty", refiner=phantom_refiner, device="cpu")
+    wrong = ((found.labels.array > 0) != (truth == 1)).sum(axis=(0, 1))
+    assert found.scores[k0] == -np.inf
+    assert not np.array_equal(found.scores, plain.scores)
+    assert wrong[found.slice] >= 0.5 * wrong.max()
+    # The scores follow the copy's real errors along the slices.
+    finite = np.isfinite(found.scores)
+    assert np.corrcoef(found.scores[finite], wrong[finite])[0, 1] > 0.7
+
+
+def test_suggest_refuses_a_refiner_that_does_not_know_the_labels(
+        phantom, phantom_refiner: Path, capsys, tmp_path: Path) -> None:
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    ann = _slices(truth, [(lo + hi) // 2], 1) * 2
+    from sparseseg.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"not \[2\]"):
+        oneseg.suggest(image=image, annotation=ann, method="copy", refiner=phantom_refiner)
+    write_volume(tmp_path / "ann.nii.gz", ann, image)
+    capsys.readouterr()
+    argv = ["-q", "oneseg", "suggest", "-i", str(image.path), "-a", str(tmp_path / "ann.nii.gz"),
+            "--method", "copy", "--refiner", str(phantom_refiner)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(phantom_refiner) in err[0] and "[2]" in err[0]
+    assert main(argv[:-2] + ["--refiner", str(tmp_path)]) == 2  # not a refiner folder
+
+
+def test_propagate_with_a_refiner_corrects_the_copy(phantom, phantom_folder: Path,
+                                                    phantom_refiner: Path,
+                                                    tmp_path: Path) -> None:
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    ks = [lo + (hi - lo) // 3, hi - (hi - lo) // 3]
+    ann = _slices(truth, ks, 1)
+    copied = oneseg.propagate(image=image, annotation=ann, method="copy")
+    refined = oneseg.propagate(image=image, annotation=ann, method="copy",
+                               refiner=phantom_refiner, device="cpu")
+    organ = truth == 1
+    for k in ks:
+        assert np.array_equal(refined.array[:, :, k], ann[:, :, k])
+    assert refined.array.dtype == copied.array.dtype
+    assert dice(refined.array > 0, organ) > dice(copied.array > 0, organ) + 0.03  # 0.72 -> 0.77
+    # The CLI writes the same labels; a folder run refuses --refiner before writing.
+    write_volume(tmp_path / "ann.nii.gz", ann, image)
+    out = tmp_path / "refined.nii.gz"
+    argv = ["-q", "oneseg", "propagate", "-i", str(phantom_folder / "image.nii.gz"), "-a",
+            str(tmp_path / "ann.nii.gz"), "-o", str(out), "--method", "copy", "--refiner",
+            str(phantom_refiner), "--device", "cpu"]
+    assert main(argv) == 0
+    assert np.array_equal(read_label(out).array, refined.array)
+
+
+def test_a_folder_run_refuses_a_refiner(phantom_folder: Path, phantom_refiner: Path,
+                                        tmp_path: Path, capsys) -> None:
+    (tmp_path / "ann").mkdir()
+    out = tmp_path / "out"
+    capsys.readouterr()
+    argv = ["-q", "oneseg", "propagate", "-i", str(phantom_folder / "train"), "-a",
+            str(tmp_path / "ann"), "-o", str(out), "--refiner", str(phantom_refiner)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "oneseg refine -m" in err[0]
+    assert not out.exists()

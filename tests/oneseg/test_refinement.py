@@ -19,6 +19,7 @@ from sparseseg.oneseg.refinement import (
     fuse,
     fused_labels,
     load_refiner,
+    network_doubt,
     new_network,
     refine_volume,
     save_refiner,
@@ -326,3 +327,18 @@ def test_cli_default_steps_are_the_core_default():
 
     assert RefineConfig().steps == oneseg_cli.REFINE_STEPS  # the CLI's torch-free copies
     assert RefineConfig().propagation_weight == oneseg_cli.REFINE_PROPAGATION_WEIGHT
+
+
+def test_network_doubt_is_where_the_network_and_the_propagation_disagree(trained):
+    image, mask = _disc_volume(60)
+    annotated = [2, 7]
+    ann = SliceAnnotation({k: mask[k] * 1 for k in annotated}, len(mask))
+    stack = SliceStack(image, size=32)
+    right = network_doubt(trained, stack, mask, ann, np.array([0, 1]))
+    lost = mask.copy()
+    lost[5] = 0  # a slice the propagation lost
+    doubt = network_doubt(trained, stack, lost, ann, np.array([0, 1]))
+    assert doubt.shape == (len(mask),)
+    assert np.all(doubt[annotated] == 0)
+    assert np.array_equal(np.delete(doubt, 5), np.delete(right, 5))
+    assert doubt[5] - right[5] > 0.8 * mask[5].sum()  # the lost disc's pixels

@@ -176,6 +176,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write a preview picture of the result over the image (axial slices, "
         "coronal and sagittal planes) to this .png file",
     )
+    prop.add_argument(
+        "--refiner",
+        default=None,
+        metavar="REFINER_DIR",
+        help="then refine the propagated labels with a network saved by 'oneseg refine "
+        "--save-model' (seconds, no training; one image)",
+    )
     add_device_option(prop)
     add_batch_options(prop)
     prop.set_defaults(func=run_propagate)
@@ -201,6 +208,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help='print {"slice": K, "confidence": C, "annotated": [...]}')
     sug.add_argument("--confidence", default=None, metavar="FILE.csv",
                      help="also write per-slice confidence (one row per slice) to this CSV")
+    sug.add_argument("--refiner", default=None, metavar="REFINER_DIR",
+                     help="score the slices by the doubt of a network saved by 'oneseg refine "
+                     "--save-model' (for a dataset whose labels are refined) instead of the "
+                     "propagation's own")
     _add_propagation_options(sug)
     add_device_option(sug)
     sug.set_defaults(func=run_suggest)
@@ -398,6 +409,7 @@ def run_propagate(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         preview=args.preview,
+        refiner=args.refiner,
     )
     return 0
 
@@ -434,6 +446,7 @@ def run_suggest(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         confidence=args.confidence,
+        refiner=args.refiner,
     )
     if args.json:
         print(json.dumps({"slice": found.slice,
@@ -484,6 +497,9 @@ def run_propagate_batch(args: argparse.Namespace) -> int:
     for given, option in ((args.slice_index, "--slice"), (args.preview, "--preview")):
         if given is not None:
             raise SparsesegError(f"{option} applies to a single image, not to a batch run")
+    if args.refiner is not None:
+        raise SparsesegError("--refiner applies to a single image; to refine a folder of "
+                             "propagated labels use 'oneseg refine -m REFINER_DIR'")
     if len(args.annotation) != 1:
         raise SparsesegError("a batch run takes one annotation folder (-a ANNOTATION_DIR)")
     return run_batch_command(lambda: api.propagate_batch(

@@ -43,10 +43,12 @@ class SliceSuggestion:
     Attributes:
         slice: Index along sparseseg's slice axis (the napari slider).
         how: ``select`` (model's choice on an empty annotation), ``middle`` (middle of the
-            slices holding structure, without a model) or ``suggest`` (least confident slice
-            of the propagation of the annotation).
+            slices holding structure, without a model), ``suggest`` (least confident slice
+            of the propagation of the annotation) or ``refined`` (the slice a refinement
+            network doubts most).
         confidence: One value per slice (``suggest`` only).
-        labels: The propagated labels in layer order (``suggest`` only).
+        labels: The propagated labels in layer order (``suggest`` and ``refined``; refined
+            labels for ``refined``).
     """
 
     slice: int
@@ -115,6 +117,7 @@ def propagate_labels(
     adapt: bool = False,
     intensity_weight: float | None = None,
     hybrid_weight: float = HYBRID_WEIGHT,
+    refiner: str | Path | None = None,
 ) -> np.ndarray:
     """Propagate the painted slices through the volume.
 
@@ -133,6 +136,8 @@ def propagate_labels(
             the default, :data:`sparseseg.oneseg.intensity.INTENSITY_WEIGHT`).
         hybrid_weight: OneSeg's share of ``hybrid``'s mix, in ``[0, 1]`` (the rest is
             registration's); other methods ignore it.
+        refiner: A refinement network folder (``sparseseg oneseg refine --save-model``):
+            the propagated labels are refined with it (a few seconds), or ``None``.
 
     Returns:
         The propagated labels in layer order (painted slices as returned by the API; the
@@ -156,8 +161,13 @@ def propagate_labels(
         hybrid_weight=hybrid_weight,
         device=device,
         progress=progress or False,
+        refiner=_folder(refiner),
     )
     return to_display(result.array)
+
+
+def _folder(path: str | Path | None) -> Path | None:
+    return None if path is None else Path(path).expanduser()
 
 
 def suggest_slice(
@@ -172,12 +182,14 @@ def suggest_slice(
     adapt: bool = False,
     intensity_weight: float | None = None,
     hybrid_weight: float = HYBRID_WEIGHT,
+    refiner: str | Path | None = None,
 ) -> SliceSuggestion:
     """The slice to paint next.
 
     With nothing painted: the model's choice (:func:`sparseseg.oneseg.select`), or without a
     model the middle one of the slices that hold structure. With painted slices: the slice
-    whose propagation is least sure (:func:`sparseseg.oneseg.suggest`).
+    whose propagation is least sure (:func:`sparseseg.oneseg.suggest`), or with ``refiner``
+    the slice that refinement network doubts most.
 
     Args:
         image: The image volume.
@@ -190,9 +202,11 @@ def suggest_slice(
         adapt: As for :func:`propagate_labels`.
         intensity_weight: As for :func:`propagate_labels`.
         hybrid_weight: As for :func:`propagate_labels`.
+        refiner: As for :func:`propagate_labels` (not used before anything is painted).
 
     Raises:
-        SparsesegError: Bad model folder or annotation, or no ``suggest`` in this sparseseg.
+        SparsesegError: Bad model or refiner folder or annotation, or no ``suggest`` in this
+            sparseseg.
     """
     from sparseseg import oneseg
 
@@ -207,7 +221,11 @@ def suggest_slice(
                            adapt=ADAPT_CAP if adapt and method in MODEL_METHODS else 0.0,
                            intensity_weight=_weight(intensity_weight),
                            hybrid_weight=hybrid_weight,
-                           device=device, progress=progress or False)
+                           device=device, progress=progress or False,
+                           refiner=_folder(refiner))
+    if refiner is not None:  # the confidence is the propagation's, not the network's
+        return SliceSuggestion(int(found.slice), "refined", None,
+                               to_display(found.labels.array))
     return SliceSuggestion(int(found.slice), "suggest", np.asarray(found.confidence),
                            to_display(found.labels.array))
 

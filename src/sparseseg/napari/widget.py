@@ -178,6 +178,16 @@ class AnnotationWidget(QWidget):
         self.method_combo.currentTextChanged.connect(
             lambda m: self.hybrid_spin.setEnabled(m == "hybrid"))
         self.hybrid_spin.setEnabled(self.method == "hybrid")
+        self.refiner_edit = QLineEdit("")
+        self.refiner_edit.setPlaceholderText("none")
+        self.refiner_edit.setToolTip(
+            "a network saved by 'sparseseg oneseg refine --save-model' on this dataset: "
+            "Propagate then refines the labels with it (a few seconds) and Suggest asks it "
+            "which slice it doubts most"
+        )
+        refiner_browse = QPushButton("...")
+        refiner_browse.setToolTip("choose a refinement network folder")
+        refiner_browse.clicked.connect(self._browse_refiner)
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         new_labels = QPushButton("new")
@@ -222,6 +232,7 @@ class AnnotationWidget(QWidget):
         form.addRow("OneSeg share", self.hybrid_spin)
         form.addRow("", self.adapt_check)
         form.addRow("", self.intensity_check)
+        form.addRow("refiner", _row(self.refiner_edit, refiner_browse))
         form.addRow("image", self.image_combo)
         form.addRow("labels", _row(self.labels_combo, new_labels))
         form.addRow("save to", _row(self.output_edit, output_browse))
@@ -335,7 +346,7 @@ class AnnotationWidget(QWidget):
                      method=self.method, device=self.device, progress=self.progressed.emit,
                      painted=sorted(tracker.slices), adapt=self.adapt,
                      intensity_weight=self.intensity_weight,
-                     hybrid_weight=self.hybrid_weight),
+                     hybrid_weight=self.hybrid_weight, refiner=self.refiner),
                 self._suggested,
                 "finding the slice to paint",
             )
@@ -353,7 +364,7 @@ class AnnotationWidget(QWidget):
                      method=self.method, device=self.device, progress=self.progressed.emit,
                      painted=sorted(tracker.slices), adapt=self.adapt,
                      intensity_weight=self.intensity_weight,
-                     hybrid_weight=self.hybrid_weight),
+                     hybrid_weight=self.hybrid_weight, refiner=self.refiner),
                 functools.partial(self._propagated, how=self._how()),
                 f"propagating {self.method} from slice(s) "
                 f"{_ranges(labeled_slices(annotation))}",
@@ -426,6 +437,12 @@ class AnnotationWidget(QWidget):
         return Path(text).expanduser() if text else None
 
     @property
+    def refiner(self) -> Path | None:
+        """The chosen refinement network folder (``None`` when the field is empty)."""
+        text = self.refiner_edit.text().strip()
+        return Path(text).expanduser() if text else None
+
+    @property
     def method(self) -> str:
         """The chosen propagation method."""
         return self.method_combo.currentText()
@@ -456,6 +473,11 @@ class AnnotationWidget(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "OneSeg model folder")
         if folder:
             self.model_edit.setText(folder)
+
+    def _browse_refiner(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Refinement network folder")
+        if folder:
+            self.refiner_edit.setText(folder)
 
     def _browse_output(self) -> None:
         path = self._ask_output()
@@ -609,7 +631,8 @@ class AnnotationWidget(QWidget):
                  if self.method == "hybrid" and self.hybrid_weight != tasks.HYBRID_WEIGHT
                  else "")
         return (f"{self.method}{share}{', adapted' if self.adapt else ''}"
-                f"{', intensities off' if self.intensity_weight == 0 else ''}")
+                f"{', intensities off' if self.intensity_weight == 0 else ''}"
+                f"{', refined' if self.refiner is not None else ''}")
 
     def _elapsed(self) -> str:
         return f"{time.perf_counter() - self._started:.1f} s"
@@ -639,6 +662,7 @@ class AnnotationWidget(QWidget):
             "select": "the model's choice to annotate first",
             "middle": "the middle of the slices holding structure (no model)",
             "suggest": "the propagation is least sure here",
+            "refined": "the refinement network is least sure here",
         }[found.how]
         extra = ""
         if found.confidence is not None and 0 <= found.slice < len(found.confidence):

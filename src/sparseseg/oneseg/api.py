@@ -501,6 +501,7 @@ def propagate(
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     preview: PathLike | None = None,
+    refiner: PathLike | None = None,
 ) -> Volume:
     """Propagate annotated slices through the whole volume.
 
@@ -544,12 +545,17 @@ def propagate(
         preview: Also write a PNG of the result over the image here: a few axial slices
             (an annotated one among them) and coronal and sagittal planes
             (:func:`sparseseg.viz.preview_figure`).
+        refiner: A refinement network written by :func:`refine` (``save_model``): the
+            propagated labels are then refined with it as :func:`refine` refines each case
+            (fine-tuned on the annotated slices, fused; seconds, no training).
 
     Returns:
         The label volume (written to ``output`` when given).
 
     Raises:
         InputError: Bad annotation or volume (see the CLI docs).
+        ModelError: ``refiner`` is not a refinement network, or does not know a label of the
+            annotation.
     """
     _check_options(method, fusion, adapt, adapt_mode, intensity_weight, hybrid_weight)
     if preview is not None:
@@ -559,6 +565,7 @@ def propagate(
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
     ann = _as_annotation(annotation, vol, slice_index)
+    refined = None if refiner is None else _load_refiner_for(refiner, ann, device)
     if method == "interpolation":
         result = interpolate(ann)
     else:
@@ -566,6 +573,8 @@ def propagate(
                       keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
                       progress=progress, adapt_seconds=adapt, adapt_mode=adapt_mode,
                       intensity_weight=intensity_weight, hybrid_weight=hybrid_weight).labels
+    if refined is not None:
+        result, _ = _refine_with(refined, vol, ann, result)
     out = vol.with_array(result)
     if output is not None:
         write_volume(output, result, vol)
@@ -582,8 +591,10 @@ class Suggestion:
         slice: The slice to annotate next (0-based, along the third voxel axis).
         scores: Per slice, the suggestion score (``-inf`` on annotated slices).
         confidence: Per slice, ``1 -`` the mean doubt of its labeled or doubtful pixels (1 on
-            annotated slices and where nothing was propagated).
-        labels: The propagated label volume the suggestion was read from.
+            annotated slices and where nothing was propagated): the propagation's own, also
+            when a refiner scored the slices.
+        labels: The propagated label volume the suggestion was read from (with a refiner,
+            the refined labels, as :func:`propagate` gives them with that refiner).
         result: The full propagation record (per-slice uncertainty, disagreement, area).
     """
 
@@ -622,6 +633,7 @@ def suggest(
     device: str = "auto",
     progress: bool | ProgressFunction = False,
     confidence: PathLike | None = None,
+    refiner: PathLike | None = None,
 ) -> Suggestion:
     """The slice where one more annotation would help most, from the propagation itself.
 
@@ -648,6 +660,10 @@ def suggest(
         device: Where to compute.
         progress: Show a progress bar, or a ``progress(done, total)`` callback.
         confidence: Also write the per-slice table (:meth:`Suggestion.table`) to this CSV.
+        refiner: A refinement network written by :func:`refine` (``save_model``): the
+            slices are scored by its doubt (fine-tuned on the annotated slices, against the
+            propagation; :func:`~sparseseg.oneseg.refinement.network_doubt`) instead of the
+            propagation's own, for a dataset whose labels are refined.
 
     Returns:
         The suggestion, with per-slice confidence and the propagated labels.
@@ -655,6 +671,8 @@ def suggest(
     Raises:
         InputError: Bad annotation or volume, every slice annotated, or a method that does
             not propagate.
+        ModelError: ``refiner`` is not a refinement network, or does not know a label of the
+            annotation.
     """
     _check_options(method, fusion, adapt, adapt_mode, intensity_weight, hybrid_weight)
     if method not in PROPAGATORS:
@@ -672,16 +690,64 @@ def suggest(
     ann = _as_annotation(annotation, vol, slice_index)
     if len(ann.indices) == vol.shape[SLICE_AXIS]:
         raise InputError("every slice is annotated: nothing left to suggest", vol.path)
+    refined = None if refiner is None else _load_refiner_for(refiner, ann, device)
     result = _run(model=model, vol=vol, annotation=ann, method=method, verify=False,
                   keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
                   progress=progress, adapt_seconds=adapt, adapt_mode=adapt_mode,
                   intensity_weight=intensity_weight, hybrid_weight=hybrid_weight)
-    found = Suggestion(slice=suggest_slice(result, criterion),
-                       scores=slice_scores(result, criterion), confidence=result.confidence,
-                       labels=vol.with_array(result.labels), result=result)
+    doubt, labels = None, result.labels
+    if refined is not None:
+        labels, doubt = _refine_with(refined, vol, ann, result.labels, doubt=True)
+    found = Suggestion(slice=suggest_slice(result, criterion, doubt),
+                       scores=slice_scores(result, criterion, doubt),
+                       confidence=result.confidence, labels=vol.with_array(labels),
+                       result=result)
     if confidence is not None:
         _write_csv(Path(confidence), found.table())
     return found
+
+
+def _load_refiner_for(folder: PathLike, ann: SliceAnnotation, device: str) -> tuple:
+    """A saved refinement network, its label values, size and device, checked against the
+    annotation's labels."""
+    from sparseseg.oneseg.refinement import load_refiner
+
+    dev = resolve_device(device)
+    net, classes, size = load_refiner(folder, device=dev)
+    unknown = sorted(set(ann.labels()) - set(classes.tolist()))
+    if unknown:
+        raise ModelError(f"predicts the labels {classes.tolist()}, not {unknown} of the "
+                         f"annotation", Path(folder))
+    return net, classes, size, dev
+
+
+def _refine_with(refined: tuple, vol: Volume, ann: SliceAnnotation, labels: np.ndarray, *,
+                 doubt: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """A propagation refined by a loaded refinement network, as :func:`refine` refines each
+    case (fine-tuned on the annotated slices, fused; volume order, ``labels``' dtype), and
+    with ``doubt`` the network's per-slice doubt
+    (:func:`~sparseseg.oneseg.refinement.network_doubt`)."""
+    from sparseseg.oneseg.refinement import (
+        RefineConfig,
+        SliceStack,
+        class_indices,
+        finetune_refiner,
+        fused_labels,
+        network_doubt,
+    )
+
+    net, classes, size, dev = refined
+    config = RefineConfig(size=size)
+    stack = SliceStack(to_slices(vol.array), size=size)
+    prop = to_slices(labels)
+    target = stack.target(class_indices(ann.restore(prop.copy()), classes))
+    tuned = finetune_refiner(net, stack, target, ann.indices, config=config, device=dev)
+    out = fused_labels(tuned, stack, prop, ann, classes, sigma=config.sigma,
+                       weight=config.propagation_weight, z_sigma=config.z_sigma,
+                       batch_size=config.batch_size, device=dev)
+    per_slice = (network_doubt(tuned, stack, prop, ann, classes,
+                               batch_size=config.batch_size, device=dev) if doubt else None)
+    return from_slices(out), per_slice
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -437,6 +437,44 @@ def refine_volume(
                         batch_size=config.batch_size, device=device)
 
 
+def network_doubt(
+    tuned: torch.nn.Module,
+    stack: SliceStack,
+    propagated: np.ndarray,
+    annotation: SliceAnnotation,
+    classes: np.ndarray,
+    *,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Per slice, the refinement network's doubt about it: the summed ``1 - p(winning class)``
+    of its pixels plus the pixels where the network's choice differs from the propagated
+    labels (the form of a propagation's own doubt, :mod:`sparseseg.oneseg.suggestion`).
+
+    Args:
+        tuned: The network (fine-tuned on the volume's annotated slices).
+        stack: The volume (:class:`SliceStack`).
+        propagated: Its propagated labels, ``(N, H, W)`` label values.
+        annotation: Its annotated slices (doubt 0 there).
+        classes: Sorted label values of the network, 0 first.
+        batch_size: Slices per forward pass.
+        device: Where to compute.
+
+    Returns:
+        ``(N,)`` doubt in pixels.
+    """
+    device = torch.device(device)
+    prop_idx = class_indices(annotation.restore(propagated.copy()), classes)
+    doubt = np.zeros(len(stack))
+    for start in range(0, len(stack), batch_size):
+        index = np.arange(start, min(len(stack), start + batch_size))
+        probs = stack.probabilities(tuned, index, device)
+        doubt[index] = ((1 - probs.max(1)).sum((1, 2))
+                        + (probs.argmax(1) != prop_idx[index]).sum((1, 2)))
+    doubt[annotation.indices] = 0
+    return doubt
+
+
 def fused_labels(
     tuned: torch.nn.Module,
     stack: SliceStack,

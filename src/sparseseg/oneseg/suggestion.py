@@ -45,16 +45,21 @@ def expected_gain(doubt: np.ndarray, annotated: list[int]) -> np.ndarray:
     return share @ doubt
 
 
-def slice_scores(result: Propagation, criterion: str = "gain") -> np.ndarray:
+def slice_scores(result: Propagation, criterion: str = "gain",
+                 doubt: np.ndarray | None = None) -> np.ndarray:
     """Per slice, how much another annotation there is expected to help (higher: more).
 
-    Annotated slices score ``-inf``.
+    Annotated slices score ``-inf``. ``doubt`` replaces the propagation's own per-slice
+    doubt (e.g. a refinement network's, :func:`~sparseseg.oneseg.refinement.network_doubt`).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r} ({', '.join(CRITERIA)})")
     n = len(result.area)
     annotated = result.annotation.indices
-    doubt = result.uncertainty + result.disagreement
+    if doubt is None:
+        doubt = result.uncertainty + result.disagreement
+    elif len(doubt) != n:
+        raise ValueError(f"doubt has {len(doubt)} slices, the propagation {n}")
     if criterion == "gain":
         scores = expected_gain(doubt, annotated)
     elif criterion == "uncertainty":
@@ -66,14 +71,15 @@ def slice_scores(result: Propagation, criterion: str = "gain") -> np.ndarray:
     return scores
 
 
-def suggest_slice(result: Propagation, criterion: str = "gain") -> int:
+def suggest_slice(result: Propagation, criterion: str = "gain",
+                  doubt: np.ndarray | None = None) -> int:
     """The slice to annotate next (0-based index along the slice axis).
 
     Among the slices the propagation labeled or doubted (and that are not annotated), the one
     of highest :func:`slice_scores`; ties and all-zero scores go to the slice farthest from
-    the annotated ones.
+    the annotated ones. ``doubt`` as for :func:`slice_scores`.
     """
-    scores = slice_scores(result, criterion)
+    scores = slice_scores(result, criterion, doubt)
     n = len(scores)
     annotated = result.annotation.indices
     candidates = np.flatnonzero((result.region > 0) & np.isfinite(scores))
