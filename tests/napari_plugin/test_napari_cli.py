@@ -57,10 +57,11 @@ def test_view_passes_its_options_to_the_viewer(
     monkeypatch.setattr(napari, "run", lambda: None)
     out = tmp_path / "o.nii.gz"
     assert main(["view", str(image_file), "--labels", str(label_file), "--method", "hybrid",
-                 "--hybrid-weight", "0.4", "-o", str(out), "--device", "cpu"]) == 0
+                 "--hybrid-weight", "0.4", "-o", str(out), "--device", "cpu",
+                 "--refiner", str(tmp_path)]) == 0
     assert opened == [(str(image_file), dict(labels=str(label_file), model=None,
                                              method="hybrid", output=str(out), device="cpu",
-                                             hybrid_weight=0.4))]
+                                             hybrid_weight=0.4, refiner=str(tmp_path)))]
 
 
 def test_view_help_lists_the_options(capsys: pytest.CaptureFixture) -> None:

@@ -411,6 +411,7 @@ def test_a_refiner_refines_the_propagation_and_suggests(
     copied = widget.labels_layer.data.copy()
     widget.refiner_edit.setText(str(refiner))
     assert widget.refiner == refiner
+    assert AnnotationWidget(viewer, refiner=refiner).refiner == refiner  # sparseseg view
     _click(qtbot, widget, widget.propagate_button)
     assert "propagated (copy, refined)" in widget.status, widget.status
     refined = widget.labels_layer.data.copy()

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"{HYBRID_WEIGHT:g}; changeable in the widget)",
     )
     parser.add_argument(
+        "--refiner", metavar="REFINER_DIR", default=None,
+        help="refinement network saved by 'sparseseg oneseg refine --save-model': Propagate "
+        "refines with it, Suggest asks it (changeable in the widget)",
+    )
+    parser.add_argument(
         "-o", "--output", metavar="OUTPUT", default=None,
         help="where Save writes the labels (.nii.gz; default: asked on Save)",
     )
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SparsesegError(f"{INSTALL_HINT} ({exc})") from None
     open_viewer(args.image, labels=args.labels, model=args.model, method=args.method,
-                output=args.output, device=args.device, hybrid_weight=args.hybrid_weight)
+                output=args.output, device=args.device, hybrid_weight=args.hybrid_weight,
+                refiner=args.refiner)
     napari.run()
     return 0

@@ -29,6 +29,7 @@ def open_viewer(
     output: str | Path | None = None,
     device: str = "auto",
     hybrid_weight: float | None = None,
+    refiner: str | Path | None = None,
     viewer: napari.viewer.Viewer | None = None,
 ) -> tuple[napari.viewer.Viewer, AnnotationWidget]:
     """Show ``image`` and its labels in a viewer with the annotation widget docked.
@@ -42,6 +43,7 @@ def open_viewer(
         output: Where **Save** writes.
         device: Where to compute.
         hybrid_weight: OneSeg's share of the ``hybrid`` method's mix (default: the widget's).
+        refiner: Refinement network folder (``sparseseg oneseg refine --save-model``).
         viewer: Viewer to use (default: a new one).
 
     Returns:
@@ -75,7 +77,7 @@ def open_viewer(
         data, kwargs, _ = labels_layer_data(label_volume, name=f"{layer_name(volume)} labels")
         viewer.add_labels(data, **kwargs)
     widget = AnnotationWidget(viewer, model=model, method=method, output=output, device=device,
-                              hybrid_weight=hybrid_weight)
+                              hybrid_weight=hybrid_weight, refiner=refiner)
     viewer.window.add_dock_widget(widget, name="OneSeg annotation", area="right")
     if viewer.dims.ndim == 3:
         viewer.dims.axis_labels = ("slice k", "j", "i")

@@ -104,6 +104,8 @@ class AnnotationWidget(QWidget):
         hybrid_weight: OneSeg's share of ``hybrid``'s mix, in ``[0, 1]`` (default
             :data:`sparseseg.napari.tasks.HYBRID_WEIGHT`).
         autosave_delay: Seconds after the last stroke before autosaving (``None``: never).
+        refiner: Refinement network folder (``sparseseg oneseg refine --save-model``):
+            **Propagate** refines with it and **Suggest slice** asks it (default: none).
     """
 
     progressed = Signal(int, int)
@@ -119,6 +121,7 @@ class AnnotationWidget(QWidget):
         device: str = "auto",
         hybrid_weight: float | None = None,
         autosave_delay: float | None = AUTOSAVE_DELAY,
+        refiner: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.viewer = napari_viewer
@@ -178,7 +181,7 @@ class AnnotationWidget(QWidget):
         self.method_combo.currentTextChanged.connect(
             lambda m: self.hybrid_spin.setEnabled(m == "hybrid"))
         self.hybrid_spin.setEnabled(self.method == "hybrid")
-        self.refiner_edit = QLineEdit("")
+        self.refiner_edit = QLineEdit("" if refiner is None else str(refiner))
         self.refiner_edit.setPlaceholderText("none")
         self.refiner_edit.setToolTip(
             "a network saved by 'sparseseg oneseg refine --save-model' on this dataset: "
