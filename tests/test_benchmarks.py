@@ -674,17 +674,17 @@ def test_population_prior_refined_strategy_asks_the_network_of_one_slice_fewer(t
     from sparseseg.io import read_label, read_volume
 
     data = needs("LeftAtrium")
-    run_benchmark("population_prior", "--data", str(data), "--train-cases", "1",
-                  "--limit", "1", "--steps", "2", "--finetune-steps", "1",
+    run_benchmark("population_prior", "--data", str(data), "--train-cases", "0",
+                  "--transductive", "--limit", "1", "--steps", "2", "--finetune-steps", "1",
                   "--train-slices", "0", "--slices", "1,2", "--strategy", "refined",
-                  "--threads", "1", "--out", str(tmp_path),
+                  "--size", "32", "--threads", "1", "--out", str(tmp_path),
                   "--save-network", str(tmp_path / "net"))
     rows = read_rows(tmp_path / "population_prior.csv")
     assert sorted(p.name for p in (tmp_path / "net").iterdir()) == ["slices1", "slices2"]
     first, both = ([int(k) for k in r["annotated"].split()] for r in rows)
     assert len(first) == 1 and len(both) == 2 and first[0] in both  # nested
     # The added slice is the suggestion scored by the network trained with one slice.
-    _, held_out = leftatrium_split(str(data), 1, 1)
+    _, held_out = leftatrium_split(str(data), 0, 1)
     case = held_out[0]
     mask = read_label(case.label).array > 0
     found = oneseg.suggest(image=read_volume(case.image), annotation=_annotation(mask, first),
