@@ -223,10 +223,9 @@ def suggest_slice(
                            hybrid_weight=hybrid_weight,
                            device=device, progress=progress or False,
                            refiner=_folder(refiner))
-    if refiner is not None:  # the confidence is the propagation's, not the network's
-        return SliceSuggestion(int(found.slice), "refined", None,
-                               to_display(found.labels.array))
-    return SliceSuggestion(int(found.slice), "suggest", np.asarray(found.confidence),
+    # With a refiner the confidence would be the propagation's, not the network's: none.
+    return SliceSuggestion(int(found.slice), "suggest" if refiner is None else "refined",
+                           None if refiner is not None else np.asarray(found.confidence),
                            to_display(found.labels.array))
 
 

@@ -436,14 +436,12 @@ class AnnotationWidget(QWidget):
     @property
     def model(self) -> Path | None:
         """The chosen model folder (``None`` when the field is empty)."""
-        text = self.model_edit.text().strip()
-        return Path(text).expanduser() if text else None
+        return _folder_in(self.model_edit)
 
     @property
     def refiner(self) -> Path | None:
         """The chosen refinement network folder (``None`` when the field is empty)."""
-        text = self.refiner_edit.text().strip()
-        return Path(text).expanduser() if text else None
+        return _folder_in(self.refiner_edit)
 
     @property
     def method(self) -> str:
@@ -708,6 +706,12 @@ def _layer_key(layer: Any) -> Hashable:
     if layer is None:
         return None
     return getattr(layer, "unique_id", None) or id(getattr(layer, "__wrapped__", layer))
+
+
+def _folder_in(edit: QLineEdit) -> Path | None:
+    """The folder typed in ``edit`` (``None`` when it is empty)."""
+    text = edit.text().strip()
+    return Path(text).expanduser() if text else None
 
 
 def _row(*widgets: QWidget) -> QWidget:

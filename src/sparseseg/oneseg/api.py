@@ -714,11 +714,17 @@ def _load_refiner_for(folder: PathLike, ann: SliceAnnotation, device: str) -> tu
 
     dev = resolve_device(device)
     net, classes, size = load_refiner(folder, device=dev)
-    unknown = sorted(set(ann.labels()) - set(classes.tolist()))
-    if unknown:
-        raise ModelError(f"predicts the labels {classes.tolist()}, not {unknown} of the "
-                         f"annotation", Path(folder))
+    _refuse_unknown_labels(classes, ann.labels(), folder, "the annotation")
     return net, classes, size, dev
+
+
+def _refuse_unknown_labels(known: np.ndarray, values, folder: PathLike, of: str) -> None:
+    """A refinement network in ``folder`` predicts only ``known``: refuse label ``values``
+    beyond them (a one-line :class:`ModelError` naming the folder)."""
+    unknown = sorted(set(int(v) for v in values) - set(known.tolist()))
+    if unknown:
+        raise ModelError(f"predicts the labels {known.tolist()}, not {unknown} of {of}",
+                         Path(folder))
 
 
 def _refine_with(refined: tuple, vol: Volume, ann: SliceAnnotation, labels: np.ndarray, *,
@@ -730,21 +736,17 @@ def _refine_with(refined: tuple, vol: Volume, ann: SliceAnnotation, labels: np.n
     from sparseseg.oneseg.refinement import (
         RefineConfig,
         SliceStack,
-        class_indices,
-        finetune_refiner,
-        fused_labels,
         network_doubt,
+        refine_tuned,
+        tune_to_volume,
     )
 
     net, classes, size, dev = refined
     config = RefineConfig(size=size)
     stack = SliceStack(to_slices(vol.array), size=size)
     prop = to_slices(labels)
-    target = stack.target(class_indices(ann.restore(prop.copy()), classes))
-    tuned = finetune_refiner(net, stack, target, ann.indices, config=config, device=dev)
-    out = fused_labels(tuned, stack, prop, ann, classes, sigma=config.sigma,
-                       weight=config.propagation_weight, z_sigma=config.z_sigma,
-                       batch_size=config.batch_size, device=dev)
+    tuned = tune_to_volume(net, stack, prop, ann, classes, config=config, device=dev)
+    out = refine_tuned(tuned, stack, prop, ann, classes, config=config, device=dev)
     per_slice = (network_doubt(tuned, stack, prop, ann, classes,
                                batch_size=config.batch_size, device=dev) if doubt else None)
     return from_slices(out), per_slice
@@ -1003,10 +1005,7 @@ def refine(
         values.update(ann.labels())
     classes = np.array(sorted(values))
     if known is not None:
-        unknown = sorted(set(classes.tolist()) - set(known.tolist()))
-        if unknown:
-            raise ModelError(f"predicts the labels {known.tolist()}, not {unknown} of the data",
-                             Path(model))
+        _refuse_unknown_labels(known, classes.tolist(), model, "the data")
         classes = known
     target = prepare_output(output)
     if net is None:

@@ -429,9 +429,42 @@ def refine_volume(
     Returns:
         The refined label stack, ``(N, H, W)``, ``propagated``'s dtype.
     """
+    tuned = tune_to_volume(net, stack, propagated, annotation, classes, config=config,
+                           device=device)
+    return refine_tuned(tuned, stack, propagated, annotation, classes, config=config,
+                        device=device)
+
+
+def tune_to_volume(
+    net: torch.nn.Module,
+    stack: SliceStack,
+    propagated: np.ndarray,
+    annotation: SliceAnnotation,
+    classes: np.ndarray,
+    *,
+    config: RefineConfig = RefineConfig(),
+    device: torch.device | str = "cpu",
+) -> torch.nn.Module:
+    """A copy of ``net`` fine-tuned on one volume's annotated slices (:func:`finetune_refiner`,
+    the labels taken from ``propagated`` with the annotated slices put back), the first step
+    of :func:`refine_volume`. Arguments as for :func:`refine_volume`."""
     prop_idx = class_indices(annotation.restore(propagated.copy()), classes)
-    tuned = finetune_refiner(net, stack, stack.target(prop_idx), annotation.indices,
-                             config=config, device=device)
+    return finetune_refiner(net, stack, stack.target(prop_idx), annotation.indices,
+                            config=config, device=device)
+
+
+def refine_tuned(
+    tuned: torch.nn.Module,
+    stack: SliceStack,
+    propagated: np.ndarray,
+    annotation: SliceAnnotation,
+    classes: np.ndarray,
+    *,
+    config: RefineConfig = RefineConfig(),
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """:func:`fused_labels` at ``config``'s fusion settings, the second step of
+    :func:`refine_volume` (``tuned`` from :func:`tune_to_volume`)."""
     return fused_labels(tuned, stack, propagated, annotation, classes, sigma=config.sigma,
                         z_sigma=config.z_sigma, weight=config.propagation_weight,
                         batch_size=config.batch_size, device=device)
