@@ -82,7 +82,8 @@ def oneseg_throughput(steps: int, size: int, seed: int, precision: str) -> dict:
     from sparseseg.oneseg.preprocess import volume_to_slices
     from sparseseg.oneseg.training import OneSegTrainer, TrainConfig
 
-    volumes = [volume_to_slices(make_phantom(shape=(128, 128, 48), seed=seed + i)[0].array,
+    # Phantoms at the training size: the slices are resized to it anyway.
+    volumes = [volume_to_slices(make_phantom(shape=(size, size, 48), seed=seed + i)[0].array,
                                 size=size) for i in range(3)]
     warm = 2
     config = TrainConfig(epochs=1, pairs_per_epoch=8 * (steps + warm), batch_size=8, size=size,
@@ -111,7 +112,7 @@ def ltuda_throughput(steps: int, size: int, seed: int, folder: Path,
     from sparseseg.ltuda.network import default_depth
     from sparseseg.ltuda.trainer import TrainConfig, Trainer
 
-    data = make_phantom_dataset(folder / "ltuda_phantoms", n_cases=3, shape=(128, 128, 32),
+    data = make_phantom_dataset(folder / "ltuda_phantoms", n_cases=3, shape=(size, size, 32),
                                 seed=seed)
     organs = list(PHANTOM_LABELS)
     cases = load_cases([DatasetSpec(data, {o: [v] for o, v in PHANTOM_LABELS.items()})],

@@ -474,7 +474,7 @@ def _num(value: str) -> float:
 
 def test_ltuda_diagnose_tables_agree_with_each_other(tmp_path):
     data = needs("Cardiac")
-    out = run_benchmark("ltuda_diagnose", "--data", str(data), "--minutes", "0.1",
+    out = run_benchmark("ltuda_diagnose", "--data", str(data), "--minutes", "0.08",
                         "--methods", "ltuda,partial", "--folds", "4", "--fold", "1",
                         "--size", "32", "--base-channels", "4", "--strong-views", "1",
                         "--eval-every", "2", "--out", str(tmp_path))
@@ -646,14 +646,14 @@ def test_population_prior_trains_on_other_volumes_and_scores_each_held_out_case(
     from sparseseg.oneseg.refinement import load_refiner
 
     data = needs("LeftAtrium")
-    out = run_benchmark("population_prior", "--data", str(data), "--train-cases", "2",
+    out = run_benchmark("population_prior", "--data", str(data), "--train-cases", "1",
                         "--limit", "1", "--steps", "2", "--finetune-steps", "1",
                         "--slices", "2,3", "--sigma", "2,0", "--propagation-weight", "1",
-                        "--threads", "1", "--out", str(tmp_path),
+                        "--size", "32", "--threads", "1", "--out", str(tmp_path),
                         "--save-network", str(tmp_path / "net"))
     rows = read_rows(tmp_path / "population_prior.csv")
     _, classes, size = load_refiner(tmp_path / "net" / "slices2")  # one network, for 2 slices
-    assert classes.tolist() == [0, 1] and size == 128
+    assert classes.tolist() == [0, 1] and size == 32
     assert [p.name for p in (tmp_path / "net").iterdir()] == ["slices2"]
     assert [(r["slices"], r["train_slices"]) for r in rows] == [("2", "2"), ("3", "2")]
     assert len({r["case"] for r in rows}) == 1

@@ -64,7 +64,7 @@ def validate_all(model: LTUDAModel, cases: list[SliceCase], classifiers: tuple[s
             x = torch.from_numpy(np.ascontiguousarray(case.image[i:i + batch]))[:, None]
             out = model.all_class_scores(x.float().to(device), classifiers)
             for c in classifiers:
-                preds[c].append(out[c].argmax(1).cpu().numpy())
+                preds[c].append(out[c].max(1).indices.cpu().numpy())  # = argmax(1), faster
         for c in classifiers:
             pred = np.concatenate(preds[c])
             for k, d in enumerate(dice_per_organ(pred, case.target, case.labeled)):
