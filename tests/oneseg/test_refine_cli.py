@@ -104,8 +104,8 @@ def test_bad_input_stops_before_anything_is_written(dataset, tmp_path, capsys, f
         out = labels
         message = "is also the label folder"
     else:
-        extra = ["--steps", "0"]
-        message = "steps must be >= 1, got 0"
+        extra = ["--finetune-steps", "-1"]
+        message = "--finetune-steps must be >= 0, got -1"
     before = sorted(p.name for p in labels.iterdir())
     capsys.readouterr()
     assert main(_argv(images, ann, labels, out, *extra)) == 2

@@ -894,6 +894,17 @@ def propagate_batch(
     return [report.outputs[name] for name in sorted(report.outputs)]
 
 
+REFINE_FLAGS = ("steps", "max_time", "finetune_steps", "rounds", "propagation_weight")
+"""RefineConfig fields that ``sparseseg oneseg refine`` sets by a flag of the same name."""
+
+
+def _flag_named(message: str, fields: Sequence[str]) -> str:
+    """``message`` with a leading config field name written as its CLI flag
+    (``finetune_steps must ...`` -> ``--finetune-steps must ...``)."""
+    name, _, rest = message.partition(" ")
+    return f"--{name.replace('_', '-')} {rest}" if name in fields else message
+
+
 def refine(
     *,
     images: PathLike | Sequence[PathLike],
@@ -979,7 +990,7 @@ def refine(
                               rounds=rounds, sigma=sigma,
                               propagation_weight=propagation_weight, size=size, seed=seed)
     except ValueError as exc:
-        raise InputError(str(exc)) from None
+        raise InputError(_flag_named(str(exc), REFINE_FLAGS)) from None
     annotations, labels, output = Path(annotations), Path(labels), Path(output)
     for folder, what in ((annotations, "annotation"), (labels, "label")):
         if output.exists() and folder.exists() and output.samefile(folder):
