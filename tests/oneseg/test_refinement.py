@@ -16,6 +16,7 @@ from sparseseg.oneseg.refinement import (
     RefineConfig,
     SliceStack,
     class_indices,
+    compact,
     fuse,
     fused_labels,
     load_refiner,
@@ -221,6 +222,44 @@ def test_later_rounds_train_on_the_refined_labels(monkeypatch):
     assert all(torch.equal(t, s.target(p.astype(np.int64)))
                for t, s, p in zip(first, stacks, props, strict=True))
     assert all(int(t.sum()) == 0 for t in second)  # round 2's targets: the refined labels
+
+
+def test_rounds_read_each_volume_once_a_round_and_keep_small_targets(monkeypatch):
+    """``oneseg refine`` hands over label files read on access: each is read once per round
+    and not kept, and the training targets are stored as uint8."""
+    from collections.abc import Sequence
+
+    from sparseseg.oneseg import refinement
+
+    volumes = [_disc_volume(seed) for seed in range(3)]
+    reads = []
+
+    class OnDisk(Sequence):
+        def __len__(self) -> int:
+            return len(volumes)
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return volumes[i][1].copy()
+
+    seen = []
+    real_train = refinement.train_refiner
+
+    def recording_train(stacks, targets, *args, **kwargs):
+        seen.append([t.dtype for t in targets])
+        return real_train(stacks, targets, *args, **kwargs)
+
+    monkeypatch.setattr(refinement, "train_refiner", recording_train)
+    stacks = [SliceStack(image, size=32) for image, _ in volumes]
+    anns = [SliceAnnotation({3: mask[3]}, len(mask)) for _, mask in volumes]
+    config = RefineConfig(steps=2, rounds=2, size=32, batch_size=2, finetune_steps=1)
+    train_rounds(stacks, OnDisk(), anns, np.array([0, 1]), config=config)
+    assert reads == [0, 1, 2, 0, 1, 2]
+    assert seen == [[torch.uint8] * 3] * 2
+    with pytest.raises(ValueError, match="one propagated label stack"):
+        train_rounds(stacks, [volumes[0][1]], anns, np.array([0, 1]), config=config)
+    many = torch.tensor([0, 300])
+    assert compact(torch.tensor([0, 2])).dtype == torch.uint8 and compact(many) is many
 
 
 def test_start_from_leaves_the_given_network_unchanged(trained):

@@ -894,6 +894,37 @@ def propagate_batch(
     return [report.outputs[name] for name in sorted(report.outputs)]
 
 
+class _LabelFile:
+    """A label volume on disk, read on demand onto its image's grid (checked when read)."""
+
+    def __init__(self, path: Path, image: Volume) -> None:
+        self.path = path
+        self.geometry = (image.spacing, image.origin, image.direction.copy())
+        self.shape = image.shape
+
+    def read(self) -> Volume:
+        from sparseseg.io.reader import read_label
+
+        lab = read_label(self.path)
+        if lab.shape != self.shape:
+            raise InputError(f"shape {lab.shape} differs from image shape {self.shape} "
+                             "(changed while refining?)", self.path)
+        return Volume(lab.array, *self.geometry)
+
+
+class _SlicesOf(Sequence):
+    """The label files' slices, ``(N, H, W)``, each read when asked for (not kept)."""
+
+    def __init__(self, files: list[_LabelFile]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        return to_slices(self.files[i].read().array)
+
+
 REFINE_FLAGS = ("steps", "max_time", "finetune_steps", "rounds", "propagation_weight")
 """RefineConfig fields that ``sparseseg oneseg refine`` sets by a flag of the same name."""
 
@@ -999,7 +1030,11 @@ def refine(
     cases = find_cases(images if not isinstance(images, (str, Path)) else [images])
     ann_matches, _ = match_case_files([c.name for c in cases], annotations)
     lab_matches, _ = match_case_files([c.name for c in cases], labels)
+    # Every file is read and checked here; what is kept per case is its annotation, its
+    # network-sized slices and where its labels are: the full-size labels are read again
+    # when needed, so a large dataset is not held in memory.
     prepared = []
+    values = {0}
     for case in tqdm(cases, desc="oneseg refine: reading", disable=not progress, leave=False):
         ann_file = _one_match(ann_matches, case, annotations, "annotation")
         lab_file = _one_match(lab_matches, case, labels, "label volume")
@@ -1008,12 +1043,10 @@ def refine(
         ann = read_annotation(ann_file, vol)
         lab = read_label(lab_file)
         check_on_image_grid(lab, vol)
-        stack = SliceStack(to_slices(vol.array), size=config.size)
-        prepared.append((case, vol.with_array(lab.array), ann, stack))
-    values = {0}
-    for _, lab, ann, _ in prepared:
         values.update(int(v) for v in np.unique(lab.array))
         values.update(ann.labels())
+        stack = SliceStack(to_slices(vol.array), size=config.size)
+        prepared.append((case, _LabelFile(lab_file, vol), ann, stack))
     classes = np.array(sorted(values))
     if known is not None:
         _refuse_unknown_labels(known, classes.tolist(), model, "the data")
@@ -1023,8 +1056,7 @@ def refine(
         bar = tqdm(total=config.steps * config.rounds, desc="oneseg refine: training",
                    disable=not progress)
         try:
-            net = train_rounds([p[3] for p in prepared],
-                               [to_slices(p[1].array) for p in prepared],
+            net = train_rounds([p[3] for p in prepared], _SlicesOf([p[1] for p in prepared]),
                                [p[2] for p in prepared], classes, config=config, device=dev,
                                progress=lambda done, total: bar.update(1))
         finally:
@@ -1032,8 +1064,9 @@ def refine(
         if save_model is not None:
             save_refiner(save_model, net, classes=classes, size=config.size)
     written = []
-    for case, lab, ann, stack in tqdm(prepared, desc="oneseg refine: refining",
-                                      disable=not progress):
+    for case, file, ann, stack in tqdm(prepared, desc="oneseg refine: refining",
+                                       disable=not progress):
+        lab = file.read()
         refined = refine_volume(net, stack, to_slices(lab.array), ann, classes, config=config,
                                 device=dev)
         written.append(write_volume(output_path(target, case.name),

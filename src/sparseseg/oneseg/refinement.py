@@ -152,6 +152,12 @@ class SliceStack:
         return p.float().cpu().numpy()
 
 
+def compact(target: torch.Tensor) -> torch.Tensor:
+    """Class indices in the smallest dtype that holds them (``uint8`` below 256 classes):
+    the training targets of many volumes stay small in memory."""
+    return target.to(torch.uint8) if not target.numel() or int(target.max()) < 256 else target
+
+
 def class_indices(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Map label values to their index in the sorted ``classes`` (0 first).
 
@@ -243,7 +249,7 @@ def train_refiner(
     Args:
         stacks: The volumes (:class:`SliceStack`, one size).
         targets: Per volume, its propagated labels as class indices
-            (:meth:`SliceStack.target`).
+            (:meth:`SliceStack.target`; any integer dtype, e.g. :func:`compact` ones).
         annotated: Per volume, its annotated slices (drawn ``annotated_weight`` times as
             often).
         n_classes: Number of classes, background included.
@@ -284,7 +290,7 @@ def train_refiner(
             group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * done))
         picks = rng.choice(len(owners), config.batch_size, p=weights)
         xb = torch.cat([stacks[owners[p]].inputs([within[p]]) for p in picks])
-        yb = torch.stack([targets[owners[p]][within[p]] for p in picks])[:, None]
+        yb = torch.stack([targets[owners[p]][within[p]] for p in picks])[:, None].long()
         for axis in (-1, -2):
             if rng.random() < 0.5:
                 xb, yb = xb.flip(axis), yb.flip(axis)
@@ -315,7 +321,9 @@ def train_rounds(
 
     Args:
         stacks: The volumes (:class:`SliceStack`, one size).
-        propagated: Per volume, its propagated labels, ``(N, H, W)`` label values.
+        propagated: Per volume, its propagated labels, ``(N, H, W)`` label values. Each is
+            read once per round and not kept (a sequence that reads its items from disk on
+            access holds one volume's labels in memory at a time).
         annotations: Per volume, its annotated slices.
         classes: Sorted label values of the dataset, 0 first.
         config: Settings.
@@ -329,16 +337,17 @@ def train_rounds(
     total = config.steps * config.rounds
     if config.max_time is not None:  # the time limit is the whole training's
         config = replace(config, max_time=config.max_time / config.rounds)
+    if not len(stacks) == len(propagated) == len(annotations):
+        raise ValueError("one propagated label stack and one annotation per volume")
     marks = [ann.indices for ann in annotations]
-    labels = [ann.restore(np.array(prop, copy=True)) for prop, ann in
-              zip(propagated, annotations, strict=True)]
     net = None
     for round_ in range(config.rounds):
-        if net is not None:
-            labels = [refine_volume(net, stack, prop, ann, classes, config=config, device=device)
-                      for stack, prop, ann in zip(stacks, propagated, annotations, strict=True)]
-        targets = [stack.target(class_indices(lab, classes))
-                   for stack, lab in zip(stacks, labels, strict=True)]
+        targets = []
+        for i, (stack, ann) in enumerate(zip(stacks, annotations, strict=True)):
+            labels = (ann.restore(np.array(propagated[i], copy=True)) if net is None else
+                      refine_volume(net, stack, propagated[i], ann, classes, config=config,
+                                    device=device))
+            targets.append(compact(stack.target(class_indices(labels, classes))))
         offset = round_ * config.steps
         net = train_refiner(
             stacks, targets, marks, n_classes=len(classes), config=config, device=device,
