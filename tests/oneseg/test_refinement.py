@@ -22,6 +22,8 @@ from sparseseg.oneseg.refinement import (
     load_refiner,
     network_doubt,
     new_network,
+    refine_tuned,
+    refine_tuned_with_doubt,
     refine_volume,
     save_refiner,
     train_refiner,
@@ -260,6 +262,23 @@ def test_rounds_read_each_volume_once_a_round_and_keep_small_targets(monkeypatch
         train_rounds(stacks, [volumes[0][1]], anns, np.array([0, 1]), config=config)
     many = torch.tensor([0, 300])
     assert compact(torch.tensor([0, 2])).dtype == torch.uint8 and compact(many) is many
+
+
+@pytest.mark.parametrize("z_sigma", [0.0, 1.5])
+def test_labels_and_doubt_from_one_pass_equal_the_two_passes(trained, z_sigma):
+    image, mask = _disc_volume(5, n=12)
+    stack = SliceStack(image, size=32)
+    wrong = np.roll(mask, 3, axis=2)  # a propagation off by 3 pixels
+    ann = SliceAnnotation({4: mask[4]}, len(mask))
+    config = RefineConfig(size=32, z_sigma=z_sigma, batch_size=5)
+    classes = np.array([0, 1])
+    labels, doubt = refine_tuned_with_doubt(trained, stack, wrong, ann, classes, config=config)
+    assert np.array_equal(labels, refine_tuned(trained, stack, wrong, ann, classes,
+                                               config=config))
+    assert np.allclose(doubt, network_doubt(trained, stack, wrong, ann, classes, batch_size=5))
+    assert doubt[4] == 0 and doubt.max() > 0
+    assert refine_tuned_with_doubt(trained, stack, wrong, ann, classes, config=config,
+                                   doubt=False)[1] is None
 
 
 def test_start_from_leaves_the_given_network_unchanged(trained):

@@ -736,8 +736,7 @@ def _refine_with(refined: tuple, vol: Volume, ann: SliceAnnotation, labels: np.n
     from sparseseg.oneseg.refinement import (
         RefineConfig,
         SliceStack,
-        network_doubt,
-        refine_tuned,
+        refine_tuned_with_doubt,
         tune_to_volume,
     )
 
@@ -746,9 +745,8 @@ def _refine_with(refined: tuple, vol: Volume, ann: SliceAnnotation, labels: np.n
     stack = SliceStack(to_slices(vol.array), size=size)
     prop = to_slices(labels)
     tuned = tune_to_volume(net, stack, prop, ann, classes, config=config, device=dev)
-    out = refine_tuned(tuned, stack, prop, ann, classes, config=config, device=dev)
-    per_slice = (network_doubt(tuned, stack, prop, ann, classes,
-                               batch_size=config.batch_size, device=dev) if doubt else None)
+    out, per_slice = refine_tuned_with_doubt(tuned, stack, prop, ann, classes, config=config,
+                                             device=dev, doubt=doubt)
     return from_slices(out), per_slice
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -474,9 +474,26 @@ def refine_tuned(
 ) -> np.ndarray:
     """:func:`fused_labels` at ``config``'s fusion settings, the second step of
     :func:`refine_volume` (``tuned`` from :func:`tune_to_volume`)."""
-    return fused_labels(tuned, stack, propagated, annotation, classes, sigma=config.sigma,
-                        z_sigma=config.z_sigma, weight=config.propagation_weight,
-                        batch_size=config.batch_size, device=device)
+    return refine_tuned_with_doubt(tuned, stack, propagated, annotation, classes,
+                                   config=config, device=device, doubt=False)[0]
+
+
+def refine_tuned_with_doubt(
+    tuned: torch.nn.Module,
+    stack: SliceStack,
+    propagated: np.ndarray,
+    annotation: SliceAnnotation,
+    classes: np.ndarray,
+    *,
+    config: RefineConfig = RefineConfig(),
+    device: torch.device | str = "cpu",
+    doubt: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`refine_tuned` and (with ``doubt``) :func:`network_doubt` in one pass of the
+    network over the volume: ``(refined labels, per-slice doubt or None)``."""
+    return _fuse_volume(tuned, stack, propagated, annotation, classes, sigma=config.sigma,
+                        weight=config.propagation_weight, z_sigma=config.z_sigma,
+                        batch_size=config.batch_size, device=device, doubt=doubt)
 
 
 def network_doubt(
@@ -508,13 +525,37 @@ def network_doubt(
     device = torch.device(device)
     prop_idx = class_indices(annotation.restore(propagated.copy()), classes)
     doubt = np.zeros(len(stack))
-    for start in range(0, len(stack), batch_size):
-        index = np.arange(start, min(len(stack), start + batch_size))
-        probs = stack.probabilities(tuned, index, device)
-        doubt[index] = ((1 - probs.max(1)).sum((1, 2))
-                        + (probs.argmax(1) != prop_idx[index]).sum((1, 2)))
+    for index, probs, _ in _probability_batches(tuned, stack, batch_size, 0.0, device):
+        doubt[index] = _doubt_of(probs, prop_idx[index])
     doubt[annotation.indices] = 0
     return doubt
+
+
+def _doubt_of(probs: np.ndarray, prop_idx: np.ndarray) -> np.ndarray:
+    """:func:`network_doubt` of a batch: ``(B, C, H, W)`` probabilities, ``(B, H, W)``
+    propagated class indices."""
+    return (1 - probs.max(1)).sum((1, 2)) + (probs.argmax(1) != prop_idx).sum((1, 2))
+
+
+def _probability_batches(
+    tuned: torch.nn.Module, stack: SliceStack, batch_size: int, z_sigma: float,
+    device: torch.device,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(index, probabilities, probabilities smoothed across slices)`` batch by batch over
+    the volume (the smoothing as over the whole volume: each batch is computed with a halo
+    of the slices its kernel reaches; the same array twice when ``z_sigma`` is 0)."""
+    halo = int(Z_TRUNCATE * z_sigma + 0.5)
+    n = len(stack)
+    for start in range(0, n, batch_size):
+        index = np.arange(start, min(n, start + batch_size))
+        lo, hi = max(0, start - halo), min(n, index[-1] + 1 + halo)
+        probs = stack.probabilities(tuned, np.arange(lo, hi), device)
+        smooth = probs
+        if z_sigma > 0:
+            smooth = ndimage.gaussian_filter1d(probs, z_sigma, axis=0, mode="nearest",
+                                               truncate=Z_TRUNCATE)
+        inner = slice(index[0] - lo, index[-1] + 1 - lo)
+        yield index, probs[inner], smooth[inner]
 
 
 def fused_labels(
@@ -549,19 +590,27 @@ def fused_labels(
     Returns:
         The refined label stack, ``(N, H, W)``, ``propagated``'s dtype.
     """
+    return _fuse_volume(tuned, stack, propagated, annotation, classes, sigma=sigma,
+                        weight=weight, z_sigma=z_sigma, batch_size=batch_size,
+                        device=device)[0]
+
+
+def _fuse_volume(
+    tuned: torch.nn.Module, stack: SliceStack, propagated: np.ndarray,
+    annotation: SliceAnnotation, classes: np.ndarray, *, sigma: float, weight: float,
+    z_sigma: float, batch_size: int, device: torch.device | str, doubt: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`fused_labels` and, with ``doubt``, :func:`network_doubt` from the same pass of
+    the network over the volume."""
     device = torch.device(device)
     prop_idx = class_indices(annotation.restore(propagated.copy()), classes)
     out = np.empty_like(propagated)
-    halo = int(Z_TRUNCATE * z_sigma + 0.5)  # the slices a batch's smoothing reaches
-    n = len(stack)
-    for start in range(0, n, batch_size):
-        index = np.arange(start, min(n, start + batch_size))
-        lo, hi = max(0, start - halo), min(n, index[-1] + 1 + halo)
-        probs = stack.probabilities(tuned, np.arange(lo, hi), device)
-        if z_sigma > 0:  # as over the whole volume: the halo covers the kernel
-            probs = ndimage.gaussian_filter1d(probs, z_sigma, axis=0, mode="nearest",
-                                              truncate=Z_TRUNCATE)
-        probs = probs[index[0] - lo:index[-1] + 1 - lo]
+    per_slice = np.zeros(len(stack)) if doubt else None
+    for index, raw, probs in _probability_batches(tuned, stack, batch_size, z_sigma, device):
         out[index] = classes[fuse(prop_idx[index], probs, sigma=sigma, weight=weight)]
+        if per_slice is not None:
+            per_slice[index] = _doubt_of(raw, prop_idx[index])
     annotation.restore(out)
-    return largest_component(out, anchor=annotation.volume(axis=0))
+    if per_slice is not None:
+        per_slice[annotation.indices] = 0
+    return largest_component(out, anchor=annotation.volume(axis=0)), per_slice
