@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -718,7 +718,8 @@ def _load_refiner_for(folder: PathLike, ann: SliceAnnotation, device: str) -> tu
     return net, classes, size, dev
 
 
-def _refuse_unknown_labels(known: np.ndarray, values, folder: PathLike, of: str) -> None:
+def _refuse_unknown_labels(known: np.ndarray, values: Iterable[int], folder: PathLike,
+                           of: str) -> None:
     """A refinement network in ``folder`` predicts only ``known``: refuse label ``values``
     beyond them (a one-line :class:`ModelError` naming the folder)."""
     unknown = sorted(set(int(v) for v in values) - set(known.tolist()))
@@ -893,21 +894,20 @@ def propagate_batch(
 
 
 class _LabelFile:
-    """A label volume on disk, read on demand onto its image's grid (checked when read)."""
+    """A label volume on disk, read on demand onto its image's grid (checked when read,
+    :func:`check_on_image_grid`)."""
 
     def __init__(self, path: Path, image: Volume) -> None:
         self.path = path
-        self.geometry = (image.spacing, image.origin, image.direction.copy())
-        self.shape = image.shape
+        # The image's grid without its voxels: a zero-size broadcast of its shape.
+        self.grid = image.with_array(np.broadcast_to(np.uint8(0), image.shape))
 
     def read(self) -> Volume:
         from sparseseg.io.reader import read_label
 
         lab = read_label(self.path)
-        if lab.shape != self.shape:
-            raise InputError(f"shape {lab.shape} differs from image shape {self.shape} "
-                             "(changed while refining?)", self.path)
-        return Volume(lab.array, *self.geometry)
+        check_on_image_grid(lab, self.grid)
+        return self.grid.with_array(lab.array)
 
 
 class _SlicesOf(Sequence):
