@@ -17,7 +17,9 @@ structure is then annotated "nothing here", as a clinician would erase a leak). 
 addition the volume is propagated with each method (``oneseg``, ``registration``: chained
 demons, ``interpolation``: morphological contour interpolation, from 2 slices; ``hybrid``,
 OneSeg and registration mixed at every step, on request) and scored
-against the full label (3D Dice).
+against the full label (3D Dice). With ``--mark-ends`` the annotator also marks the first slice
+past each end of the structure as empty (``oneseg propagate --empty-slice``), for every method
+and strategy.
 
 Datasets: ``leftatrium`` (held-out cases: OneSeg trained on the images of the first 30),
 ``cardiac`` (per structure RV / myocardium / LV; OneSeg trained on all Cardiac images, labels
@@ -53,7 +55,7 @@ from benchmarks._tables import write_csv
 from sparseseg import oneseg
 from sparseseg.io import SLICE_AXIS, Case, Volume, find_cases, read_label, read_volume
 from sparseseg.metrics import dice
-from sparseseg.oneseg.annotation import SliceAnnotation
+from sparseseg.oneseg.annotation import SliceAnnotation, with_empty_slices
 from sparseseg.oneseg.baselines import MODEL_METHODS
 from sparseseg.oneseg.intensity import INTENSITY_WEIGHT
 from sparseseg.oneseg.model import OneSegModel
@@ -89,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--criterion", default="gain",
                         help="suggest criterion (gain, uncertainty, distance)")
     parser.add_argument("--fusion", default="union", help="fusion between slices")
+    parser.add_argument("--mark-ends", action="store_true",
+                        help="also annotate the first slice past each end of the structure "
+                        "as empty (--empty-slice)")
     parser.add_argument("--intensity-weight", type=float, default=INTENSITY_WEIGHT,
                         help="weight of the scan's intensities in the label decision "
                         "(0: the propagation's argmax, as before 2026-12-06)")
@@ -106,9 +111,16 @@ def uniform_slices(lo: int, hi: int, n: int) -> list[int]:
     return sorted({min(hi, int(lo + (i + 0.5) * length / n)) for i in range(n)})
 
 
-def _annotation(mask: np.ndarray, ks: list[int]) -> SliceAnnotation:
+def _annotation(mask: np.ndarray, ks: list[int], ends: list[int] = ()) -> SliceAnnotation:
+    """The true label on slices ``ks``, and slices ``ends`` annotated empty."""
     stack = np.moveaxis(mask, SLICE_AXIS, 0).astype(np.uint8)
-    return SliceAnnotation({int(k): stack[k] for k in ks}, n_slices=stack.shape[0])
+    ann = SliceAnnotation({int(k): stack[k] for k in ks}, n_slices=stack.shape[0])
+    return with_empty_slices(ann, [k for k in ends if k not in ks])
+
+
+def end_marks(lo: int, hi: int, n_slices: int) -> list[int]:
+    """The first slice past each end of the extent ``lo..hi`` that lies in the volume."""
+    return [k for k in (lo - 1, hi + 1) if 0 <= k < n_slices]
 
 
 def _score(pred: np.ndarray, mask: np.ndarray) -> float:
@@ -125,11 +137,14 @@ def _propagate(model: OneSegModel, image: Volume, ann: SliceAnnotation, method: 
 def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, methods: list[str],
                    strategies: list[str], reg_strategies: set[str], n_max: int,
                    criterion: str, fusion: str, seed: int, start_at: str = "middle",
-                   intensity_weight: float = INTENSITY_WEIGHT) -> list[dict]:
-    """All rows of one structure of one case."""
+                   intensity_weight: float = INTENSITY_WEIGHT,
+                   mark_ends: bool = False) -> list[dict]:
+    """All rows of one structure of one case (``mark_ends``: :func:`end_marks` annotated
+    empty in every annotation)."""
     stack = np.moveaxis(mask, SLICE_AXIS, 0)
     present = np.flatnonzero(stack.reshape(stack.shape[0], -1).any(axis=1))
     lo, hi = int(present[0]), int(present[-1])
+    ends = end_marks(lo, hi, stack.shape[0]) if mark_ends else []
     areas = stack.reshape(stack.shape[0], -1).sum(axis=1)
     start = uniform_slices(lo, hi, 1)[0] if start_at == "middle" else int(np.argmax(areas))
     rows = []
@@ -144,7 +159,7 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
             if strategy == "suggest" and method != "interpolation":
                 curve, suggested[method] = _suggest_curve(model, image, mask, method, start,
                                                           n_max, criterion, fusion,
-                                                          intensity_weight)
+                                                          intensity_weight, ends)
                 rows += curve
                 continue
             if strategy == "suggest" and "oneseg" not in suggested:
@@ -158,7 +173,7 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
                 if len(ks) < n:
                     break  # the structure has fewer slices than that
                 t0 = time.monotonic()
-                pred = _propagate(model, image, _annotation(mask, ks), method, fusion,
+                pred = _propagate(model, image, _annotation(mask, ks, ends), method, fusion,
                                   intensity_weight)
                 rows.append({"method": method, "strategy": strategy, "n": n,
                              "slices": " ".join(map(str, ks)), "dice": _score(pred, mask),
@@ -168,7 +183,8 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
 
 def _suggest_curve(model: OneSegModel, image: Volume, mask: np.ndarray, method: str,
                    start: int, n_max: int, criterion: str, fusion: str,
-                   intensity_weight: float = INTENSITY_WEIGHT) -> tuple[list[dict], list[int]]:
+                   intensity_weight: float = INTENSITY_WEIGHT, ends: list[int] = ()
+                   ) -> tuple[list[dict], list[int]]:
     """Start at ``start``, then add the slice ``method``'s own propagation suggests, until
     ``n_max`` slices; the rows and the slices in the order they were added."""
     ks = [start]
@@ -176,7 +192,7 @@ def _suggest_curve(model: OneSegModel, image: Volume, mask: np.ndarray, method: 
     for n in range(1, n_max + 1):
         t0 = time.monotonic()
         found = oneseg.suggest(model=model if method in MODEL_METHODS else None, image=image,
-                               annotation=_annotation(mask, ks), method=method,
+                               annotation=_annotation(mask, ks, ends), method=method,
                                criterion=criterion, fusion=fusion,
                                intensity_weight=intensity_weight, device="cpu")
         rows.append({"method": method, "strategy": "suggest", "n": n,
@@ -240,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                                     n_max=args.slices, criterion=args.criterion,
                                     fusion=args.fusion, seed=args.seed + ci,
                                     start_at=args.start,
-                                    intensity_weight=args.intensity_weight):
+                                    intensity_weight=args.intensity_weight,
+                                    mark_ends=args.mark_ends):
                 rows.append({"case": case.name, "structure": value or 1, **r})
                 logging.info("%s %s %s %s n=%d [%s] dice=%.3f %.1fs", case.name, value or 1,
                              r["method"], r["strategy"], r["n"], r["slices"], r["dice"],
@@ -254,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.dataset}: mean Dice vs annotated slices ({len(cases)} cases, "
           f"fusion {args.fusion}, intensity weight {args.intensity_weight:g}, "
           f"suggest criterion {args.criterion}, suggest and random "
-          f"start at the {args.start} slice)")
+          f"start at the {args.start} slice"
+          f"{'; the ends marked as empty slices' if args.mark_ends else ''})")
     print(format_table(table, columns))
     chart = _plot.line_chart(
         {f"{r['method']} {r['strategy']}": (list(range(1, args.slices + 1)),

@@ -327,3 +327,73 @@ def test_a_folder_run_refuses_a_refiner(phantom_folder: Path, phantom_refiner: P
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "oneseg refine -m" in err[0]
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- empty slices
+def test_an_empty_slice_stops_every_label(phantom) -> None:
+    """Copy carries a label to the volume's edge; a slice annotated empty ends it there: the
+    labels are those of the chain from the drawn slice up to it, and none from it on."""
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    k0, end = (lo + hi) // 2, hi + 1
+    ann = _slices(truth, [k0], 1)
+    free = oneseg.propagate(image=image, annotation=ann, method="copy").array
+    assert free[:, :, -1].any()  # the copy runs on past the organ
+    stopped = oneseg.propagate(image=image, annotation=ann, method="copy",
+                               empty_slices=[end]).array
+    assert (stopped[:, :, :end] == free[:, :, :end]).all()
+    assert stopped[:, :, end - 1].any() and not stopped[:, :, end:].any()
+    assert dice(stopped == 1, truth == 1) > dice(free == 1, truth == 1)
+    faded = oneseg.propagate(image=image, annotation=ann, method="copy", fusion="distance",
+                             empty_slices=[end]).array  # by choice: fades out half way
+    half = (k0 + end) // 2
+    assert faded[:, :, half].any() and not faded[:, :, half + 1:].any()
+    # suggest never proposes an empty slice, and counts it as annotated.
+    found = oneseg.suggest(image=image, annotation=ann, method="copy", empty_slices=[end])
+    assert found.result.annotation.indices == [k0, end] and found.slice not in (k0, end)
+
+
+def test_empty_slices_from_the_cli(phantom_folder: Path, phantom, tmp_path: Path,
+                                   capsys) -> None:
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    k0 = (lo + hi) // 2
+    write_volume(tmp_path / "ann.nii.gz", _slices(truth, [k0], 1), image)
+    base = ["-q", "oneseg", "propagate", "-i", str(phantom_folder / "image.nii.gz"), "-a",
+            str(tmp_path / "ann.nii.gz"), "--method", "copy"]
+    out = tmp_path / "out.nii.gz"
+    assert main([*base, "-o", str(out), "--empty-slice", str(hi + 1), "--empty-slice",
+                 str(lo - 1)]) == 0
+    want = oneseg.propagate(image=image, annotation=_slices(truth, [k0], 1), method="copy",
+                            empty_slices=[lo - 1, hi + 1]).array
+    assert (read_label(out).array == want).all()
+    assert not want[:, :, hi + 1:].any() and not want[:, :, : lo].any()
+    capsys.readouterr()
+    n = image.shape[2]
+    for bad, message in (([str(n)], f"--empty-slice {n} is outside the volume (0..{n - 1})"),
+                         ([str(k0)], f"--empty-slice {k0} names a slice on which labels are "
+                                     "drawn")):
+        target = tmp_path / f"bad{bad[0]}.nii.gz"
+        assert main([*base, "-o", str(target), "--empty-slice", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "ann.nii.gz" in err[0]
+        assert not target.exists()
+    # A folder run takes no per-image slices.
+    (tmp_path / "anns").mkdir()
+    write_volume(tmp_path / "anns" / "image.nii.gz", _slices(truth, [k0], 1), image)
+    assert main(["-q", "oneseg", "propagate", "-i", str(phantom_folder / "image.nii.gz"),
+                 "-a", str(tmp_path / "anns"), "-o", str(tmp_path / "outs"), "--method",
+                 "copy", "--empty-slice", "3"]) == 2
+    assert "--empty-slice applies to a single image" in capsys.readouterr().err
+
+
+def test_interpolation_counts_only_drawn_slices(phantom) -> None:
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    with pytest.raises(InputError, match="label\\(s\\) 1 on 1"):
+        oneseg.propagate(image=image, annotation=_slices(truth, [lo + 2], 1),
+                         method="interpolation", empty_slices=[hi + 1])
+    ks = [lo + 2, hi - 2]
+    out = oneseg.propagate(image=image, annotation=_slices(truth, ks, 1),
+                           method="interpolation", empty_slices=[(lo + hi) // 2]).array
+    assert not out[:, :, (lo + hi) // 2].any() and out[:, :, (lo + hi) // 2 - 1].any()

@@ -294,6 +294,12 @@ def _add_annotation_options(parser: argparse.ArgumentParser, *, batch: bool) -> 
         metavar="K",
         help="index of a 2D annotation's slice (repeat once per 2D file, in order)",
     )
+    parser.add_argument(
+        "--empty-slice", type=int, default=None, action="append", dest="empty_slices",
+        metavar="K",
+        help="slice K holds no structure: every label stops there (e.g. past the organ's "
+        "end, or where a leak was erased; a label file cannot say it); repeatable",
+    )
 
 
 def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
@@ -397,6 +403,7 @@ def run_propagate(args: argparse.Namespace) -> int:
         annotation=_annotation(args),
         output=args.output,
         slice_index=_slice_index(args),
+        empty_slices=args.empty_slices or (),
         verify=args.verify,
         keep_largest=args.keep_largest,
         anchor=args.anchor,
@@ -434,6 +441,7 @@ def run_suggest(args: argparse.Namespace) -> int:
         image=args.image,
         annotation=_annotation(args),
         slice_index=_slice_index(args),
+        empty_slices=args.empty_slices or (),
         method=args.method,
         criterion=args.criterion,
         anchor=args.anchor,
@@ -494,7 +502,8 @@ def run_propagate_batch(args: argparse.Namespace) -> int:
     from sparseseg.errors import SparsesegError
     from sparseseg.oneseg import api
 
-    for given, option in ((args.slice_index, "--slice"), (args.preview, "--preview")):
+    for given, option in ((args.slice_index, "--slice"), (args.empty_slices, "--empty-slice"),
+                          (args.preview, "--preview")):
         if given is not None:
             raise SparsesegError(f"{option} applies to a single image, not to a batch run")
     if args.refiner is not None:

@@ -10,14 +10,16 @@ label is exact: its pixels are that label and no other pixel of the slice is. La
 the same set of slices form a *group* and are propagated together, competing for pixels as in
 a single-slice annotation (:meth:`SliceAnnotation.groups`).
 
-A slice annotated *empty* (possible through the API and the napari widget, not in a label
-file, where it cannot be told from a slice not annotated) says that no label is there: it is
-an annotated slice of every label, where labels stop.
+A slice annotated *empty* says that no label is there: it is an annotated slice of every
+label, where labels stop (the structure has ended, or an earlier propagation's leak was
+erased). A label file cannot say it (an all-zero slice reads as not annotated), so it is given
+beside the file (``--empty-slice K``, :func:`with_empty_slices`) or painted in the napari
+widget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +192,40 @@ def annotated_slices(
         shown = ", ".join(str(i) for i in labeled[:5]) + (" ..." if labeled.size > 5 else "")
         raise InputError(f"--slice {index} given, but the labeled slices are {shown}", path)
     return SliceAnnotation({int(k): np.ascontiguousarray(stack[k]) for k in labeled}, n)
+
+
+def with_empty_slices(annotation: SliceAnnotation, indices: Iterable[int], *,
+                      path: Path | None = None) -> SliceAnnotation:
+    """``annotation`` with the slices ``indices`` annotated empty: no label is there.
+
+    Every label stops at such a slice: with the default ``union`` fusion the chain from the
+    drawn slice runs right up to it, and nothing is propagated at or beyond it (with
+    ``distance`` or ``nearest`` the label fades out half way). Mark the first slice past the
+    structure's end, or the first slice of a leak. A slice already annotated empty may be named
+    again.
+
+    Args:
+        annotation: The drawn slices.
+        indices: Slices that hold no structure.
+        path: The annotation file, named in errors.
+
+    Raises:
+        InputError: An index outside the volume, or a slice on which labels are drawn.
+
+    Example:
+        >>> ann = SliceAnnotation({3: np.ones((4, 4), np.uint8)}, n_slices=8)
+        >>> with_empty_slices(ann, [6]).indices
+        [3, 6]
+    """
+    slices = dict(annotation.slices)
+    for k in sorted({int(i) for i in indices}):
+        if not 0 <= k < annotation.n_slices:
+            raise InputError(f"--empty-slice {k} is outside the volume "
+                             f"(0..{annotation.n_slices - 1})", path)
+        if k in slices and slices[k].any():
+            raise InputError(f"--empty-slice {k} names a slice on which labels are drawn", path)
+        slices[k] = np.zeros(annotation.plane, annotation.dtype)
+    return SliceAnnotation(slices, annotation.n_slices)
 
 
 def merge_annotations(parts: Sequence[SliceAnnotation], *, path: Path | None = None

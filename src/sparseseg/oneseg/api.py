@@ -33,6 +33,7 @@ from sparseseg.oneseg.annotation import (
     annotated_slices,
     check_on_image_grid,
     read_annotation,
+    with_empty_slices,
 )
 from sparseseg.oneseg.baselines import METHODS, MODEL_METHODS, PROPAGATORS, baseline_propagator
 from sparseseg.oneseg.guided_adaptation import GuidedAdaptConfig, adapt_to_annotation
@@ -387,7 +388,19 @@ AnnotationInput = PathLike | Sequence[PathLike] | Volume | np.ndarray | SliceAnn
 
 
 def _as_annotation(annotation: AnnotationInput, vol: Volume,
-                   slice_index: int | Sequence[int] | None) -> SliceAnnotation:
+                   slice_index: int | Sequence[int] | None,
+                   empty_slices: Iterable[int] = ()) -> SliceAnnotation:
+    ann = _read_annotation(annotation, vol, slice_index)
+    empty = list(empty_slices)
+    if not empty:
+        return ann
+    path = annotation if isinstance(annotation, (str, Path)) else getattr(annotation, "path",
+                                                                            None)
+    return with_empty_slices(ann, empty, path=vol.path if path is None else Path(path))
+
+
+def _read_annotation(annotation: AnnotationInput, vol: Volume,
+                     slice_index: int | Sequence[int] | None) -> SliceAnnotation:
     if isinstance(annotation, SliceAnnotation):
         if annotation.n_slices != vol.shape[SLICE_AXIS] or annotation.plane != slice_shape(
                 vol.shape):
@@ -489,6 +502,7 @@ def propagate(
     annotation: AnnotationInput,
     output: PathLike | None = None,
     slice_index: int | Sequence[int] | None = None,
+    empty_slices: Sequence[int] = (),
     verify: bool = False,
     keep_largest: bool = True,
     anchor: bool = True,
@@ -519,6 +533,8 @@ def propagate(
             several 2D files with one index each; or a :class:`SliceAnnotation`.
         output: Where to write the label volume (NIfTI in the image's geometry), or ``None``.
         slice_index: Index of a 2D annotation along the slice axis (one per 2D file).
+        empty_slices: Slices annotated empty besides ``annotation``: no label there, every
+            label stops (:func:`~sparseseg.oneseg.annotation.with_empty_slices`).
         verify: Sli2Vol's per-step verification clean-up.
         keep_largest: Keep the largest 3D component of each label (and every component
             touching an annotated pixel).
@@ -564,7 +580,7 @@ def propagate(
         check_png_path(preview)
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
-    ann = _as_annotation(annotation, vol, slice_index)
+    ann = _as_annotation(annotation, vol, slice_index, empty_slices)
     refined = None if refiner is None else _load_refiner_for(refiner, ann, device)
     if method == "interpolation":
         result = interpolate(ann)
@@ -621,6 +637,7 @@ def suggest(
     image: PathLike | Volume,
     annotation: AnnotationInput,
     slice_index: int | Sequence[int] | None = None,
+    empty_slices: Sequence[int] = (),
     method: str = "oneseg",
     criterion: str = "gain",
     anchor: bool = True,
@@ -645,6 +662,7 @@ def suggest(
         image: Volume file or loaded volume.
         annotation: The annotated slices so far (as for :func:`propagate`).
         slice_index: Index of a 2D annotation (one per 2D file).
+        empty_slices: As for :func:`propagate` (never suggested).
         method: ``oneseg``, ``hybrid``, ``registration`` or ``copy`` (a propagating
             method).
         criterion: ``gain`` (default), ``uncertainty`` or ``distance``
@@ -687,7 +705,7 @@ def suggest(
             raise InputError("folder does not exist", Path(confidence).parent)
     vol = _as_volume(image)
     check_volume(vol.array, vol.path)
-    ann = _as_annotation(annotation, vol, slice_index)
+    ann = _as_annotation(annotation, vol, slice_index, empty_slices)
     if len(ann.indices) == vol.shape[SLICE_AXIS]:
         raise InputError("every slice is annotated: nothing left to suggest", vol.path)
     refined = None if refiner is None else _load_refiner_for(refiner, ann, device)

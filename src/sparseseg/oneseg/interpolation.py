@@ -21,7 +21,8 @@ def interpolate(annotation: SliceAnnotation, *, axis: int = SLICE_AXIS) -> np.nd
     """Fill the slices between annotated ones by morphological contour interpolation.
 
     Args:
-        annotation: The annotated slices; each label needs at least two.
+        annotation: The annotated slices; each label needs at least two on which it is
+            drawn (a slice annotated empty is emptied, nothing fades out toward it).
         axis: Slice axis.
 
     Returns:
@@ -33,7 +34,8 @@ def interpolate(annotation: SliceAnnotation, *, axis: int = SLICE_AXIS) -> np.nd
     import itkwasm
     from itkwasm_morphological_contour_interpolation import morphological_contour_interpolation
 
-    single = [v for v in annotation.labels() if len(annotation.key_slices(v)) < 2]
+    single = [v for v in annotation.labels()
+              if sum(bool((annotation.slices[k] == v).any()) for k in annotation.indices) < 2]
     if single:
         raise InputError(
             f"interpolation needs each label on at least 2 annotated slices; label(s) "

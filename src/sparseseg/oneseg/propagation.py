@@ -64,7 +64,11 @@ FUSIONS = ("union", "distance", "nearest")
 so a pixel is labeled when either chain labels it; ``distance``: probabilities averaged with
 weights ``(b - k) / (b - a)`` and ``(k - a) / (b - a)``; ``nearest``: the chain from the nearer
 annotated slice. Between an annotated outline and a slice annotated empty (the labels end there)
-union becomes distance: the labels fade out half way. A chain that starts from a small outline
+union keeps the outline's chain right up to the empty slice, which acts as a wall; distance and
+nearest let the labels fade out half way. On LeftAtrium (10 held-out cases, OneSeg, 1 / 2 / 3
+evenly spaced slices) the atrium's two ends marked as empty slices lift the mean Dice from
+0.827 / 0.845 / 0.871 to 0.844 / 0.859 / 0.882 with the wall (no case lower) and change it to
+0.777 / 0.842 / 0.873 with the half-way fade. A chain that starts from a small outline
 cannot grow it much, so between a large and a small annotated outline the copy of the large one
 is needed right up to the small one: on LeftAtrium (6 held-out cases, OneSeg, 2 / 3 evenly
 spaced slices) union scored 0.871 / 0.890 mean Dice, distance 0.832 / 0.877, nearest 0.833 /
@@ -374,11 +378,7 @@ class _GroupRun:
         for a, b in zip(keys[:-1], keys[1:], strict=True):
             if b - a < 2:
                 continue
-            # An end annotated empty says the labels are gone there: union would let the other
-            # chain run right up to it, so such a stretch is split by distance instead.
             fusion = self.fusion
-            if fusion == "union" and not (self.keys[a].any() and self.keys[b].any()):
-                fusion = "distance"
             # The backward chain is kept as links (OneSeg's: feature-grid scores), not as
             # full-size probabilities, until the forward chain reaches each slice.
             backward = {k: link for k, link, _ in self._chain(b, a, -1)}
