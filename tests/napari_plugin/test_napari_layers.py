@@ -136,6 +136,18 @@ def test_autosave_is_written_atomically_per_image(
     assert np.array_equal(back.array, label.array) and back.same_geometry(image)
     assert [p.name for p in autosave_dir.iterdir()] == [written.name]  # no temporary left
     assert label_dtype(np.array([300])) == np.int16
+    # Slices painted empty go beside it (a label file cannot hold them), and go with them.
+    from sparseseg.napari.autosave import autosaved_empty_slices
+
+    assert autosaved_empty_slices(source) == []
+    write_autosave(source, label.array, image, empty_slices=[7, 2, 7])
+    assert autosaved_empty_slices(source) == [2, 7]
+    side = written.with_name(written.name.replace(".nii.gz", ".empty.json"))
+    assert sorted(p.name for p in autosave_dir.iterdir()) == sorted([written.name, side.name])
+    side.write_text("{not json")
+    assert autosaved_empty_slices(source) == []  # unreadable: the labels still restore
+    write_autosave(source, label.array, image)
+    assert not side.exists()
 
 
 def test_a_painted_empty_slice_tells_the_propagation_nothing_is_there() -> None:

@@ -305,6 +305,34 @@ def test_corrected_slices_are_kept_by_the_next_propagation(
     assert len(labeled_slices(labels.data)) >= 8
 
 
+def test_an_empty_slice_stops_the_labels(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file, method="copy")
+    labels = widget.labels_layer
+    truth, k = _paint_largest(qtbot, widget, label_file)
+    _click(qtbot, widget, widget.propagate_button)
+    n = truth.shape[0]
+    end = max(labeled_slices(truth)) + 1
+    assert end < n and labels.data[end:].any()  # copy runs past the organ to the edge
+    viewer.dims.set_current_step(SLIDER_AXIS, end)
+    _click(qtbot, widget, widget.empty_button)
+    assert f"slice {end} marked empty" in widget.status, widget.status
+    assert widget.painted_slices == [k, end] and not labels.data[end].any()
+    assert np.array_equal(labels.data[k], truth[k])  # the painted slice untouched
+    _click(qtbot, widget, widget.propagate_button)
+    assert f"from slice(s) {k} (empty: {end})" in widget.status, widget.status
+    assert not labels.data[end:].any()  # nothing at or beyond the empty slice
+    assert labels.data[end - 1].any()  # the copy runs right up to it
+    want = oneseg.propagate(image=image_file, annotation=from_display(
+        np.where(np.arange(n)[:, None, None] == k, truth, 0)), method="copy",
+        empty_slices=[end]).array
+    assert np.array_equal(from_display(labels.data), want)
+    viewer.screenshot(str(tmp_path / "empty.png"), canvas_only=False)
+    assert widget.mark_empty(index=n) is None and "outside the volume" in widget.status
+
+
 def test_autosave_while_painting_and_restore(
     make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
 ) -> None:
@@ -327,6 +355,27 @@ def test_autosave_while_painting_and_restore(
     _click(qtbot, widget2, widget2.restore_button)
     assert np.array_equal(widget2.labels_layer.data[k], truth[k])
     assert "restored" in widget2.status
+
+
+def test_slices_painted_empty_survive_the_autosave(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+) -> None:
+    from sparseseg.napari.autosave import autosaved_empty_slices
+
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file, autosave_delay=0.2)
+    truth, k = _paint_largest(qtbot, widget, label_file)
+    end = max(labeled_slices(truth)) + 1
+    widget.mark_empty(index=end)
+    qtbot.waitUntil(lambda: autosaved_empty_slices(image_file) == [end], timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: widget._autosave_worker is None, timeout=WAIT_MS)
+    # A new session on the same image: the empty slice is painted again, not forgotten.
+    viewer2, widget2 = open_viewer(image_file, viewer=make_napari_viewer())
+    assert widget2.painted_slices == [k, end]
+    widget2.labels_layer.data[:] = 0
+    _click(qtbot, widget2, widget2.restore_button)
+    assert widget2.painted_slices == [k, end]
+    assert np.array_equal(widget2.labels_layer.data[k], truth[k])
 
 
 def test_open_viewer_with_labels(

@@ -5,21 +5,25 @@ one click recomputes) a few seconds after the last stroke, atomically (temporary
 rename, :func:`sparseseg.io.write_volume`), to one file per image in the autosave folder:
 ``$SPARSESEG_AUTOSAVE_DIR``, else ``$XDG_STATE_HOME/sparseseg/autosave``, else
 ``~/.local/state/sparseseg/autosave``. The file is named after the image's case and a digest
-of its absolute path, so two images with the same name do not share it.
+of its absolute path, so two images with the same name do not share it. Slices painted
+empty (no structure there, :meth:`~sparseseg.napari.widget.AnnotationWidget.mark_empty`),
+which a label file cannot hold, are listed beside it in ``NAME.empty.json``.
 ``sparseseg view IMAGE`` opens it again when no ``--labels`` is given.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from sparseseg.io.formats import case_name
 from sparseseg.io.volume import Volume
-from sparseseg.io.writer import write_volume
+from sparseseg.io.writer import atomic_path, write_volume
 from sparseseg.napari.layers import label_dtype
 
 AUTOSAVE_ENV = "SPARSESEG_AUTOSAVE_DIR"
@@ -52,17 +56,41 @@ def find_autosave(image: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def write_autosave(image: str | Path, annotation: np.ndarray, reference: Volume) -> Path:
+def _empty_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".nii.gz") + ".empty.json")
+
+
+def write_autosave(image: str | Path, annotation: np.ndarray, reference: Volume,
+                   empty_slices: Iterable[int] = ()) -> Path:
     """Write the painted annotation of ``image`` atomically; return the file.
 
     Args:
         image: The image file or folder the annotation belongs to.
         annotation: Labels indexed ``[i, j, k]`` on the image's grid (painted slices only).
         reference: Volume whose geometry the file gets (the image).
+        empty_slices: Slices painted empty (indices ``k``), written beside the file.
 
     Raises:
         InputError: The autosave folder cannot be written.
     """
     path = autosave_path(image)
     path.parent.mkdir(parents=True, exist_ok=True)
+    empty = sorted({int(k) for k in empty_slices})
+    side = _empty_path(path)
+    if empty:
+        with atomic_path(side) as tmp:
+            tmp.write_text(json.dumps({"empty_slices": empty}))
+    else:
+        side.unlink(missing_ok=True)
     return write_volume(path, annotation, reference, dtype=label_dtype(annotation))
+
+
+def autosaved_empty_slices(image: str | Path) -> list[int]:
+    """The slices painted empty in ``image``'s autosave (none when there is no list, or
+    when it cannot be read: the labels still restore)."""
+    side = _empty_path(autosave_path(image))
+    try:
+        data = json.loads(side.read_text())
+        return sorted({int(k) for k in data["empty_slices"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        return []

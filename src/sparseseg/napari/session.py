@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sparseseg.errors import InputError
 from sparseseg.io.axes import SLICE_AXIS
 from sparseseg.io.reader import read_label, read_volume
-from sparseseg.napari.autosave import find_autosave
+from sparseseg.napari.autosave import autosaved_empty_slices, find_autosave
 from sparseseg.napari.layers import SLIDER_AXIS, image_layer_data, labels_layer_data, layer_name
 
 if TYPE_CHECKING:
@@ -54,8 +54,10 @@ def open_viewer(
     """
     volume = read_volume(image)
     label_volume = None
+    empty: list[int] = []
     if labels is None:
         labels = find_autosave(image)
+        empty = autosaved_empty_slices(image) if labels is not None else []
         if labels is not None:
             log.info("restoring the autosaved painted slices %s (--labels to open another)",
                      labels)
@@ -79,6 +81,9 @@ def open_viewer(
     widget = AnnotationWidget(viewer, model=model, method=method, output=output, device=device,
                               hybrid_weight=hybrid_weight, refiner=refiner)
     viewer.window.add_dock_widget(widget, name="OneSeg annotation", area="right")
+    for k in empty:  # slices painted empty: a label file cannot hold them
+        if 0 <= k < volume.shape[SLICE_AXIS]:
+            widget.mark_empty(index=k)
     if viewer.dims.ndim == 3:
         viewer.dims.axis_labels = ("slice k", "j", "i")
     viewer.dims.set_current_step(SLIDER_AXIS, volume.shape[SLICE_AXIS] // 2)

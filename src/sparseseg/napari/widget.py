@@ -48,7 +48,7 @@ from sparseseg.errors import InputError, SparsesegError
 from sparseseg.io.reader import read_label
 from sparseseg.io.volume import Volume
 from sparseseg.napari import tasks
-from sparseseg.napari.autosave import find_autosave, write_autosave
+from sparseseg.napari.autosave import autosaved_empty_slices, find_autosave, write_autosave
 from sparseseg.napari.layers import (
     GEOMETRY_KEY,
     SLIDER_AXIS,
@@ -58,7 +58,7 @@ from sparseseg.napari.layers import (
     layer_volume,
     to_display,
 )
-from sparseseg.napari.painting import PaintedSlices, keep_painted, labeled_slices
+from sparseseg.napari.painting import PaintedSlices, keep_painted, labeled_slices, painted_only
 
 if TYPE_CHECKING:
     import napari
@@ -211,6 +211,11 @@ class AnnotationWidget(QWidget):
             "propagate every painted slice through the volume, all labels at once; painted "
             "slices stay as they are"
         )
+        self.empty_button = QPushButton("Empty slice")
+        self.empty_button.setToolTip(
+            "erase the slice shown and count it as painted: the structures are not there, "
+            "every label stops at it (e.g. the first slice past an organ's end, or of a leak)"
+        )
         self.save_button = QPushButton("Save")
         self.save_button.setToolTip("write the labels as NIfTI in the image's geometry")
         self.restore_button = QPushButton("Restore autosave")
@@ -219,8 +224,9 @@ class AnnotationWidget(QWidget):
         self.propagate_button.clicked.connect(self.propagate)
         self.save_button.clicked.connect(lambda: self.save())
         self.restore_button.clicked.connect(self.restore_autosave)
+        self.empty_button.clicked.connect(lambda: self.mark_empty())
         self._buttons = (self.suggest_button, self.propagate_button, self.save_button,
-                         self.restore_button)
+                         self.restore_button, self.empty_button)
 
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
@@ -245,7 +251,10 @@ class AnnotationWidget(QWidget):
         for button in self._buttons[:3]:
             buttons.addWidget(button)
         layout.addLayout(buttons)
-        layout.addWidget(self.restore_button)
+        extra = QHBoxLayout()
+        extra.addWidget(self.empty_button)
+        extra.addWidget(self.restore_button)
+        layout.addLayout(extra)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addWidget(self.painted_label)
@@ -373,6 +382,37 @@ class AnnotationWidget(QWidget):
                 f"{_ranges(labeled_slices(annotation))}",
             )
 
+    def mark_empty(self, index: int | None = None) -> int | None:
+        """Erase a slice and count it as painted: no structure there, every label stops at
+        it (as ``oneseg propagate --empty-slice``). The next **Propagate** keeps the labels
+        up to it and none from it on.
+
+        Args:
+            index: The slice (layer order); default: the one the viewer shows.
+
+        Returns:
+            The slice marked, or ``None`` when nothing could be (the reason in the status).
+        """
+        with self._reporting():
+            if self.busy:
+                raise InputError("busy: wait for the running task")
+            self._require_image()
+            labels = self.labels_layer or self.new_labels_layer()
+            n = labels.data.shape[SLIDER_AXIS]
+            k = int(self.viewer.dims.current_step[SLIDER_AXIS] if index is None else index)
+            if not 0 <= k < n:
+                raise InputError(f"slice {k} is outside the volume (0..{n - 1})")
+            tracker = self._tracker(labels)
+            tracker.update(labels.data)  # strokes made so far stay painted
+            data = np.array(labels.data, copy=True)
+            np.moveaxis(data, SLIDER_AXIS, 0)[k] = 0
+            self._replace(labels, data, painted=tracker.slices | {k})
+            self._set_status(f"slice {k} marked empty: every label stops there")
+            if self._autosave_delay is not None:
+                self._autosave_timer.start()
+            return k
+        return None
+
     def save(self, path: str | Path | None = None) -> None:
         """Write the labels layer as NIfTI in the image's geometry (in a worker).
 
@@ -401,12 +441,14 @@ class AnnotationWidget(QWidget):
         if labels.data.shape != image_layer.data.shape:
             return None
         tracker.update(labels.data)
-        annotation = from_display(tracker.annotation(labels.data))
+        painted = tracker.annotation(labels.data)
+        empty = sorted(tracker.slices - set(labeled_slices(painted)))
+        annotation = from_display(painted)
         spacing, origin, direction, _ = layer_geometry(image_layer.scale, image_layer.metadata)
         reference = Volume(annotation, spacing, origin, direction)
         from napari.qt.threading import create_worker
 
-        worker = create_worker(write_autosave, source, annotation, reference,
+        worker = create_worker(write_autosave, source, annotation, reference, empty,
                                _ignore_errors=True)
         worker.returned.connect(self._autosaved)
         worker.errored.connect(lambda exc: self._show_error(exc, prefix="autosave failed: "))
@@ -427,8 +469,9 @@ class AnnotationWidget(QWidget):
             if data.shape != image_layer.data.shape:
                 raise InputError("autosave's shape differs from the image's", path)
             labels = self.labels_layer or self.new_labels_layer()
+            empty = [k for k in autosaved_empty_slices(source) if 0 <= k < data.shape[0]]
             self._replace(labels, data.astype(labels.data.dtype, copy=False),
-                          painted=labeled_slices(data))
+                          painted=set(labeled_slices(data)) | set(empty))
             self._set_status(f"restored the painted slices from {path}")
 
     # --- model and method ---------------------------------------------------------------
@@ -646,9 +689,11 @@ class AnnotationWidget(QWidget):
         tracker.update(labels.data)  # strokes made while the worker ran stay painted
         self._replace(labels, keep_painted(result, labels.data, tracker.slices))
         filled = len(labeled_slices(labels.data))
+        drawn = set(labeled_slices(painted_only(labels.data, tracker.slices)))
+        empty = sorted(tracker.slices - drawn)
         self._set_status(
-            f"propagated ({how}) from slice(s) "
-            f"{_ranges(sorted(tracker.slices))} in "
+            f"propagated ({how}) from slice(s) {_ranges(sorted(drawn))}"
+            f"{f' (empty: {_ranges(empty)})' if empty else ''} in "
             f"{self._elapsed()}: {filled} labeled slices; correct any slice and Propagate again"
         )
 
