@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import gc
 import json
 import logging
 import os
@@ -167,7 +168,11 @@ def session(device: torch.device) -> Iterator[tuple[DistInfo, torch.device]]:
 
 
 def _destroy() -> None:
+    """At exit: free unreachable objects first (a data-parallel wrapper caught in a reference
+    cycle holds the group, and freed later, during the interpreter's own teardown, its gloo
+    threads can abort the process), then destroy the group while Python is still whole."""
     if _active():
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 
