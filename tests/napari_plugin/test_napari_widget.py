@@ -376,6 +376,13 @@ def test_slices_painted_empty_survive_the_autosave(
     _click(qtbot, widget2, widget2.restore_button)
     assert widget2.painted_slices == [k, end]
     assert np.array_equal(widget2.labels_layer.data[k], truth[k])
+    # The autosave is an annotation file like any other: its sidecar goes with it.
+    viewer3, widget3 = open_viewer(image_file, labels=find_autosave(image_file),
+                                   viewer=make_napari_viewer())
+    assert widget3.painted_slices == [k, end]
+    want = oneseg.propagate(image=image_file, annotation=find_autosave(image_file),
+                            method="copy").array
+    assert not want[:, :, end:].any() and want[:, :, end - 1].any()
 
 
 def test_open_viewer_with_labels(

@@ -370,8 +370,8 @@ def test_empty_slices_from_the_cli(phantom_folder: Path, phantom, tmp_path: Path
     assert not want[:, :, hi + 1:].any() and not want[:, :, : lo].any()
     capsys.readouterr()
     n = image.shape[2]
-    for bad, message in (([str(n)], f"--empty-slice {n} is outside the volume (0..{n - 1})"),
-                         ([str(k0)], f"--empty-slice {k0} names a slice on which labels are "
+    for bad, message in (([str(n)], f"empty slice {n} is outside the volume (0..{n - 1})"),
+                         ([str(k0)], f"empty slice {k0} is a slice on which labels are "
                                      "drawn")):
         target = tmp_path / f"bad{bad[0]}.nii.gz"
         assert main([*base, "-o", str(target), "--empty-slice", *bad]) == 2
@@ -397,3 +397,47 @@ def test_interpolation_counts_only_drawn_slices(phantom) -> None:
     out = oneseg.propagate(image=image, annotation=_slices(truth, ks, 1),
                            method="interpolation", empty_slices=[(lo + hi) // 2]).array
     assert not out[:, :, (lo + hi) // 2].any() and out[:, :, (lo + hi) // 2 - 1].any()
+
+
+def test_an_annotation_file_carries_its_empty_slices_in_a_sidecar(phantom_folder: Path, phantom,
+                                                                  tmp_path: Path,
+                                                                  capsys) -> None:
+    from sparseseg.io.empty_slices import empty_slices_file, write_empty_slices
+
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    k0 = (lo + hi) // 2
+    ann_file = write_volume(tmp_path / "case.nii.gz", _slices(truth, [k0], 1), image)
+    side = write_empty_slices(ann_file, [hi + 1])
+    assert side == empty_slices_file(ann_file) == tmp_path / "case.empty.json"
+    got = oneseg.propagate(image=image, annotation=ann_file, method="copy").array
+    want = oneseg.propagate(image=image, annotation=_slices(truth, [k0], 1), method="copy",
+                            empty_slices=[hi + 1]).array
+    assert np.array_equal(got, want) and not got[:, :, hi + 1:].any()
+    # With the flag too: both lists count.
+    both = oneseg.propagate(image=image, annotation=ann_file, method="copy",
+                            empty_slices=[lo - 1]).array
+    assert not both[:, :, : lo].any() and not both[:, :, hi + 1:].any()
+    # A folder run reads each annotation's sidecar.
+    (tmp_path / "images").mkdir()
+    (tmp_path / "anns").mkdir()
+    write_volume(tmp_path / "images" / "case_0000.nii.gz", image.array, image)
+    write_volume(tmp_path / "anns" / "case.nii.gz", _slices(truth, [k0], 1), image)
+    write_empty_slices(tmp_path / "anns" / "case.nii.gz", [hi + 1])
+    assert main(["-q", "oneseg", "propagate", "-i", str(tmp_path / "images"), "-a",
+                 str(tmp_path / "anns"), "-o", str(tmp_path / "outs"), "--method",
+                 "copy"]) == 0
+    assert np.array_equal(read_label(tmp_path / "outs" / "case.nii.gz").array, want)
+    # A sidecar that is not a list of slices: one line naming it, exit 2, nothing written.
+    side.write_text('{"empty_slices": [3.5]}')
+    out = tmp_path / "out.nii.gz"
+    assert main(["-q", "oneseg", "propagate", "-i", str(phantom_folder / "image.nii.gz"),
+                 "-a", str(ann_file), "-o", str(out), "--method", "copy"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "case.empty.json" in err[0] and "integer" in err[0]
+    assert not out.exists()
+    side.write_text(f'{{"empty_slices": [{k0}]}}')  # a drawn slice cannot be empty
+    with pytest.raises(InputError, match=f"empty slice {k0} is a slice on which"):
+        oneseg.propagate(image=image, annotation=ann_file, method="copy")
+    write_empty_slices(ann_file, [])
+    assert not side.exists()

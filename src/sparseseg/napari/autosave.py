@@ -7,23 +7,25 @@ rename, :func:`sparseseg.io.write_volume`), to one file per image in the autosav
 ``~/.local/state/sparseseg/autosave``. The file is named after the image's case and a digest
 of its absolute path, so two images with the same name do not share it. Slices painted
 empty (no structure there, :meth:`~sparseseg.napari.widget.AnnotationWidget.mark_empty`),
-which a label file cannot hold, are listed beside it in ``NAME.empty.json``.
+which a label file cannot hold, are listed beside it in ``NAME.empty.json``, the sidecar that
+``oneseg propagate`` reads with an annotation (:mod:`sparseseg.oneseg.annotation`).
 ``sparseseg view IMAGE`` opens it again when no ``--labels`` is given.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from sparseseg.errors import InputError
+from sparseseg.io.empty_slices import empty_slices_file, read_empty_slices, write_empty_slices
 from sparseseg.io.formats import case_name
 from sparseseg.io.volume import Volume
-from sparseseg.io.writer import atomic_path, write_volume
+from sparseseg.io.writer import write_volume
 from sparseseg.napari.layers import label_dtype
 
 AUTOSAVE_ENV = "SPARSESEG_AUTOSAVE_DIR"
@@ -56,10 +58,6 @@ def find_autosave(image: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _empty_path(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".nii.gz") + ".empty.json")
-
-
 def write_autosave(image: str | Path, annotation: np.ndarray, reference: Volume,
                    empty_slices: Iterable[int] = ()) -> Path:
     """Write the painted annotation of ``image`` atomically; return the file.
@@ -75,22 +73,15 @@ def write_autosave(image: str | Path, annotation: np.ndarray, reference: Volume,
     """
     path = autosave_path(image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    empty = sorted({int(k) for k in empty_slices})
-    side = _empty_path(path)
-    if empty:
-        with atomic_path(side) as tmp:
-            tmp.write_text(json.dumps({"empty_slices": empty}))
-    else:
-        side.unlink(missing_ok=True)
+    write_empty_slices(path, empty_slices)
     return write_volume(path, annotation, reference, dtype=label_dtype(annotation))
 
 
 def autosaved_empty_slices(image: str | Path) -> list[int]:
     """The slices painted empty in ``image``'s autosave (none when there is no list, or
     when it cannot be read: the labels still restore)."""
-    side = _empty_path(autosave_path(image))
+    side = empty_slices_file(autosave_path(image))
     try:
-        data = json.loads(side.read_text())
-        return sorted({int(k) for k in data["empty_slices"]})
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_empty_slices(side) if side.is_file() else []
+    except InputError:
         return []

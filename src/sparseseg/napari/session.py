@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sparseseg.errors import InputError
 from sparseseg.io.axes import SLICE_AXIS
+from sparseseg.io.empty_slices import empty_slices_file, read_empty_slices
 from sparseseg.io.reader import read_label, read_volume
 from sparseseg.napari.autosave import autosaved_empty_slices, find_autosave
 from sparseseg.napari.layers import SLIDER_AXIS, image_layer_data, labels_layer_data, layer_name
@@ -37,7 +38,8 @@ def open_viewer(
     Args:
         image: Volume file or DICOM folder.
         labels: Label volume on the image's grid; default: the image's autosave when there is
-            one (its painted slices), else an empty labels layer.
+            one (its painted slices), else an empty labels layer. The slices listed in its
+            sidecar ``NAME.empty.json`` count as painted empty.
         model: OneSeg model folder (default: the widget's default).
         method: Propagation method (default: ``oneseg`` with a model, else ``registration``).
         output: Where **Save** writes.
@@ -58,6 +60,8 @@ def open_viewer(
     if labels is None:
         labels = find_autosave(image)
         empty = autosaved_empty_slices(image) if labels is not None else []
+    elif empty_slices_file(labels).is_file():  # its slices annotated empty
+        empty = read_empty_slices(empty_slices_file(labels))
         if labels is not None:
             log.info("restoring the autosaved painted slices %s (--labels to open another)",
                      labels)

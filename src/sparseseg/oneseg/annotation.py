@@ -13,8 +13,10 @@ a single-slice annotation (:meth:`SliceAnnotation.groups`).
 A slice annotated *empty* says that no label is there: it is an annotated slice of every
 label, where labels stop (the structure has ended, or an earlier propagation's leak was
 erased). A label file cannot say it (an all-zero slice reads as not annotated), so it is given
-beside the file (``--empty-slice K``, :func:`with_empty_slices`) or painted in the napari
-widget.
+beside the file: on the command line (``--empty-slice K``, :func:`with_empty_slices`), or in a
+sidecar ``CASE.empty.json`` (``{"empty_slices": [K, ...]}``) next to the label file
+``CASE.nii.gz``, which :func:`read_annotation` reads with it (so folders of annotations carry
+them too; the napari widget's autosave writes one).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from sparseseg.errors import InputError
 from sparseseg.io.axes import SLICE_AXIS, from_slices, slice_shape, to_slices
+from sparseseg.io.empty_slices import empty_slices_file, read_empty_slices
 from sparseseg.io.reader import read_label
 from sparseseg.io.volume import Volume
 
@@ -220,10 +223,10 @@ def with_empty_slices(annotation: SliceAnnotation, indices: Iterable[int], *,
     slices = dict(annotation.slices)
     for k in sorted({int(i) for i in indices}):
         if not 0 <= k < annotation.n_slices:
-            raise InputError(f"--empty-slice {k} is outside the volume "
+            raise InputError(f"empty slice {k} is outside the volume "
                              f"(0..{annotation.n_slices - 1})", path)
         if k in slices and slices[k].any():
-            raise InputError(f"--empty-slice {k} names a slice on which labels are drawn", path)
+            raise InputError(f"empty slice {k} is a slice on which labels are drawn", path)
         slices[k] = np.zeros(annotation.plane, annotation.dtype)
     return SliceAnnotation(slices, annotation.n_slices)
 
@@ -272,4 +275,9 @@ def read_annotation(
                          "indices; give one --slice per file", Path(files[0]))
     parts = [annotated_slices(read_label(p, ndim=None), image, index=k)
              for p, k in zip(files, indices, strict=True)]
-    return merge_annotations(parts, path=Path(files[0]))
+    annotation = merge_annotations(parts, path=Path(files[0]))
+    for p in files:
+        side = empty_slices_file(p)
+        if side.is_file():
+            annotation = with_empty_slices(annotation, read_empty_slices(side), path=side)
+    return annotation
