@@ -74,7 +74,8 @@ def train_model(name: str, specs: list, method: str, work: Path, *, minutes: flo
                 ema: float = 0.999, precision: str = "auto", tone: bool = True,
                 stage1_fraction: float = 0.5, warmup_fraction: float = 0.3,
                 pseudo_confidence: float = 0.0, weak_view_loss: bool = True,
-                teacher_flip: bool = False, val_group: str | None = None,
+                teacher_flip: bool = False, exclusion: bool = False,
+                val_group: str | None = None,
                 on_epoch: Callable | None = None) -> Path:
     """Train one run into ``work/model_NAME`` with the benchmarks' settings; return the folder.
 
@@ -90,7 +91,8 @@ def train_model(name: str, specs: list, method: str, work: Path, *, minutes: flo
                  precision=precision, tone_augmentation=tone,
                  stage1_fraction=stage1_fraction, warmup_fraction=warmup_fraction,
                  pseudo_confidence=pseudo_confidence, weak_view_loss=weak_view_loss,
-                 teacher_flip=teacher_flip, val_group=val_group, on_epoch=on_epoch)
+                 teacher_flip=teacher_flip, exclusion=exclusion, val_group=val_group,
+                 on_epoch=on_epoch)
 
 
 def train_and_evaluate(name: str, specs: list, method: str, test: Sequence[Case],

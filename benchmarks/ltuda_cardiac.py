@@ -40,7 +40,7 @@ from sparseseg.io import Case
 
 STRUCTURES = {"right_ventricle": 1, "myocardium": 2, "left_ventricle": 3}
 RUNS = ("partial", "cda", "ltuda", "ltuda-confident", "ltuda-strong-only", "ltuda-flip",
-        "cda-late", "ltuda-late", "full")
+        "cda-late", "ltuda-late", "partial-excl", "ltuda-excl", "full")
 """Runs: ``ltuda-confident`` is ``ltuda`` whose pseudo-labels are supervised only where the
 teacher is sure (``--pseudo-confidence``, :func:`sparseseg.ltuda.pseudo.confident_mask`);
 ``ltuda-strong-only`` is ``ltuda`` without the student's weak-view pass after the warm-up
@@ -49,7 +49,9 @@ pseudo-labels average the teacher over the weak view and its mirror (``teacher_f
 ``cda-late`` and ``ltuda-late`` train
 on partial labels alone for the first half of the run (``warmup_fraction=0.5``), so the
 teacher is better when its pseudo-labels start, then on the strong views alone (``ltuda-late``:
-stage 2 in the last fifth)."""
+stage 2 in the last fifth); ``partial-excl`` and ``ltuda-excl`` add the exclusion of organs
+(``exclusion``: a labeled organ's pixels also teach the other channels "absent",
+:func:`sparseseg.ltuda.losses.with_exclusion`)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +211,8 @@ def split_runs(wanted: list[str], of: Callable[[list[str]], list], train_p: list
         "cda-late": (partial_specs, "cda", {"weak_view_loss": False, "warmup_fraction": 0.5}),
         "ltuda-late": (partial_specs, "ltuda", {"weak_view_loss": False, "warmup_fraction": 0.5,
                                                 "stage1_fraction": 0.8}),
+        "partial-excl": (partial_specs, "partial", {"exclusion": True}),
+        "ltuda-excl": (partial_specs, "ltuda", {"exclusion": True}),
     }
     if "full" in wanted:
         full = write_subset(work / "full", of(train_p), None)

@@ -39,13 +39,14 @@ def test_train_cli_runs(tmp_path, phantom_sets, monkeypatch):
                  "--method", "cda", "--epochs", "1", "--size", "16", "--base-channels", "4",
                  "--strong-views", "1", "--proto-pixels", "64", "--ema", "0.99",
                  "--no-tone-augmentation", "--warmup-fraction", "0.5", "--stage1-fraction",
-                 "0.8", "--no-weak-view-loss", "--pseudo-confidence", "0.9", "--teacher-flip"])
+                 "0.8", "--no-weak-view-loss", "--pseudo-confidence", "0.9", "--teacher-flip",
+                 "--exclusion"])
     assert code == 0
     training = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
     assert training["strong_views"] == 1 and training["proto_pixels"] == 64
     assert training["warmup_fraction"] == 0.5 and training["stage1_fraction"] == 0.8
     assert training["weak_view_loss"] is False and training["pseudo_confidence"] == 0.9
-    assert training["teacher_flip"] is True
+    assert training["teacher_flip"] is True and training["exclusion"] is True
     assert training["ema"] == 0.99 and training["tone_augmentation"] is False
     assert decays and set(decays) == {0.99}  # the teacher is updated with the decay asked for
     assert main(["ltuda", "predict", "-q", "-m", str(tmp_path / "m"), "-i",

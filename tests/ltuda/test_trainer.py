@@ -470,3 +470,41 @@ def test_format_1_record_becomes_history_and_best(phantom_sets):
     assert result.val_by_classifier == {"linear": 0.375, "teacher": -np.inf}
     assert (result.epoch, result.classifier, result.elapsed) == (1, "linear", 3.0)
     assert trainer.upgrade_meta(dict(meta), 2) == meta  # the current format is left alone
+
+
+def test_exclusion_widens_the_known_pixels_of_both_partial_terms(phantom_sets, monkeypatch):
+    assert not TrainConfig().exclusion  # the paper's partial loss by default
+    masks = []
+    original = trainer_module.supervised_loss
+
+    def spy(logits, target, known, **kw):
+        known = known.float()
+        if known.ndim == 2:  # whole channels, (B, organs)
+            known = known[:, :, None, None]
+        masks.append((target.clone(), known.expand_as(target).clone()))
+        return original(logits, target, known, **kw)
+
+    monkeypatch.setattr(trainer_module, "supervised_loss", spy)
+    seen = {}
+    for exclusion in (False, True):
+        trainer = _trainer(phantom_sets, method="cda", n_strong=1, exclusion=exclusion)
+        trainer.progress = 0.4  # after the warm-up: weak view, then the strong view's terms
+        masks.clear()
+        trainer.train_step()
+        (yw, weak), _, (ys, partial_term) = masks
+        seen[exclusion] = weak, partial_term
+        for y, known in ((yw, weak), (ys, partial_term)):
+            organ = (y * known).amax(dim=1, keepdim=True) > 0.5  # a labeled organ's pixels
+            if exclusion:  # every channel known there
+                assert (known[organ.expand_as(known)] == 1).all()
+            else:
+                assert ((known == 0) & organ.expand_as(known)).any()
+    for a, b in zip(seen[False], seen[True], strict=True):
+        assert torch.all(b >= a) and b.sum() > a.sum()
+
+
+def test_train_records_exclusion(tmp_path, phantom_sets):
+    model = train(output=tmp_path / "m", datasets=_specs(phantom_sets), method="partial",
+                  epochs=1, size=32, base_channels=8, progress=False, exclusion=True)
+    config = json.loads((model / "config.json").read_text())
+    assert config["training"]["exclusion"] is True

@@ -114,6 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mirror image (one more teacher pass a step)",
     )
     train.add_argument(
+        "--exclusion", action="store_true",
+        help="organs exclude each other: a labeled organ's pixels also teach every other "
+        "organ's channel 'absent', also those its dataset does not label",
+    )
+    train.add_argument(
         "--pseudo-confidence", type=float, default=None, metavar="P",
         help="supervise pseudo-labels only where the teacher's probability is >= P or "
         "<= 1-P for every unlabeled organ (default: 0, everywhere)",
@@ -168,6 +173,7 @@ def _train(args: argparse.Namespace) -> int:
         "stage1_fraction": args.stage1_fraction,
         "weak_view_loss": args.weak_view_loss,
         "teacher_flip": args.teacher_flip,
+        "exclusion": args.exclusion,
         "pseudo_confidence": args.pseudo_confidence,
     }
     train(

@@ -61,6 +61,7 @@ def train(
     pseudo_confidence: float = 0.0,
     weak_view_loss: bool = True,
     teacher_flip: bool = False,
+    exclusion: bool = False,
     tone_augmentation: bool = True,
     precision: str = "auto",
     checkpoint_every: float | None = 5.0,
@@ -131,6 +132,10 @@ def train(
         teacher_flip: In ``cda`` and ``ltuda``, pseudo-labels from the mean of the teacher's
             probabilities on the weak view and on its mirror image (one more teacher pass a
             step; off: the paper).
+        exclusion: Organs exclude each other: where a sample's ground truth puts a labeled
+            organ, the loss also teaches every other organ's channel "absent", also those its
+            dataset does not label (:func:`~sparseseg.ltuda.losses.with_exclusion`; off: the
+            paper's partial loss).
         tone_augmentation: Random gamma and contrast in the weak view of every method (not in
             the paper): a channel learned from the few patients of one dataset then still
             finds its organ in the others' images (``False``: the paper's weak view).
@@ -202,7 +207,7 @@ def train(
                              warmup_fraction=float(warmup_fraction),
                              pseudo_confidence=float(pseudo_confidence),
                              weak_view_loss=bool(weak_view_loss),
-                             teacher_flip=bool(teacher_flip),
+                             teacher_flip=bool(teacher_flip), exclusion=bool(exclusion),
                              tone=bool(tone_augmentation), precision=precision)
         trainer = Trainer(model, train_cases, val_cases, config, dev, dist=dist)
         if dist.is_main:
@@ -218,6 +223,7 @@ def train(
                          "pseudo_confidence": float(pseudo_confidence),
                          "weak_view_loss": bool(weak_view_loss),
                          "teacher_flip": bool(teacher_flip),
+                         "exclusion": bool(exclusion),
                          "tone_augmentation": bool(tone_augmentation),
                          "precision": precision, "precision_used": precision_name(amp),
                          "val_fraction": val_fraction, "val_group": val_group,

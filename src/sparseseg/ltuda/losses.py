@@ -74,3 +74,31 @@ def supervised_loss(
     if dice:
         loss = loss + partial_dice(logits, target, labeled)
     return loss
+
+
+def with_exclusion(target: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
+    """The known pixels of each channel once organs are taken to exclude each other.
+
+    Where a sample's ground truth puts one of its labeled organs, every other organ is known
+    to be absent, also the organs its dataset does not label (whose channels are otherwise
+    unknown there): organs do not overlap. The partial loss then also teaches those channels
+    "not here" on the labeled organ's pixels (the exclusion of Shi et al., MedIA 2021).
+
+    Args:
+        target: ``(B, organs, H, W)`` partial labels (1 organ, 0 background or unknown).
+        labeled: ``(B, organs)`` or ``(B, organs, H, W)`` mask of known channels/pixels.
+
+    Returns:
+        ``(B, organs, H, W)`` float mask of known pixels, for :func:`supervised_loss`.
+
+    Example:
+        >>> y = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.0]]]])  # organ 1 on the first pixel
+        >>> with_exclusion(y, torch.tensor([[1.0, 0.0]]))[0, 1].flatten().tolist()
+        [1.0, 0.0]
+    """
+    mask = labeled.to(target.dtype)
+    if mask.ndim == 2:
+        mask = mask[:, :, None, None]
+    mask = mask.expand_as(target)
+    organ_here = ((target > 0.5) & (mask > 0.5)).any(dim=1, keepdim=True)
+    return torch.maximum(mask, organ_here.to(target.dtype).expand_as(target))
