@@ -462,6 +462,14 @@ def test_annotation_curve_can_mark_the_ends_as_empty_slices():
         # Copy carries the label to the volume's edges; the marked ends clip it there.
         assert b["dice"] > a["dice"] + 0.05, (a, b)
         assert not ends & {int(k) for k in b["slices"].split()}  # never suggested
+    # A suggestion outside the structure can leave one drawn slice beside an empty one:
+    # interpolation has nothing to fill, the result is the drawn slice.
+    from benchmarks.annotation_curve import _annotation, _propagate
+
+    k = int(present[len(present) // 2])
+    ann = _annotation(mask, [k, int(present[-1]) + 1])
+    out = _propagate(None, image, ann, "interpolation", "union")
+    assert np.array_equal(out, ann.volume()) and out[:, :, k].any()
 
 
 def test_uniform_slices_are_centres_of_equal_parts():
