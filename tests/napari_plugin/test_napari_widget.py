@@ -336,11 +336,17 @@ def test_an_empty_slice_stops_the_labels(
 def test_autosave_while_painting_and_restore(
     make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
 ) -> None:
+    from sparseseg.napari.autosave import autosaved_empty_slices
+
     image_file, label_file = phantom_files
     viewer, widget = _open(make_napari_viewer, image_file, autosave_delay=0.2)
     truth, k = _paint_largest(qtbot, widget, label_file)
     assert find_autosave(image_file) is None  # debounced: not at once
-    qtbot.waitUntil(lambda: widget.last_autosave is not None, timeout=WAIT_MS)
+    end = max(labeled_slices(truth)) + 1
+    widget.mark_empty(index=end)  # a slice painted empty goes into the autosave's sidecar
+    qtbot.waitUntil(lambda: autosaved_empty_slices(image_file) == [end], timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: widget._autosave_worker is None, timeout=WAIT_MS)
+    assert widget.last_autosave is not None
     saved = read_label(find_autosave(image_file))
     assert saved.same_geometry(read_volume(image_file), tolerance=1e-6)
     assert labeled_slices(to_display(saved.array)) == [k]
@@ -349,33 +355,13 @@ def test_autosave_while_painting_and_restore(
     # the viewer "crashed": a new session on the same image opens the autosave
     viewer2, widget2 = open_viewer(image_file, viewer=make_napari_viewer())
     assert np.array_equal(widget2.labels_layer.data, to_display(saved.array))
-    assert widget2.painted_slices == [k]
+    assert widget2.painted_slices == [k, end]  # the empty slice is not forgotten
     assert widget2.restore_button.isEnabled()
     widget2.labels_layer.data[:] = 0
     _click(qtbot, widget2, widget2.restore_button)
     assert np.array_equal(widget2.labels_layer.data[k], truth[k])
+    assert widget2.painted_slices == [k, end]
     assert "restored" in widget2.status
-
-
-def test_slices_painted_empty_survive_the_autosave(
-    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
-) -> None:
-    from sparseseg.napari.autosave import autosaved_empty_slices
-
-    image_file, label_file = phantom_files
-    viewer, widget = _open(make_napari_viewer, image_file, autosave_delay=0.2)
-    truth, k = _paint_largest(qtbot, widget, label_file)
-    end = max(labeled_slices(truth)) + 1
-    widget.mark_empty(index=end)
-    qtbot.waitUntil(lambda: autosaved_empty_slices(image_file) == [end], timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: widget._autosave_worker is None, timeout=WAIT_MS)
-    # A new session on the same image: the empty slice is painted again, not forgotten.
-    viewer2, widget2 = open_viewer(image_file, viewer=make_napari_viewer())
-    assert widget2.painted_slices == [k, end]
-    widget2.labels_layer.data[:] = 0
-    _click(qtbot, widget2, widget2.restore_button)
-    assert widget2.painted_slices == [k, end]
-    assert np.array_equal(widget2.labels_layer.data[k], truth[k])
     # The autosave is an annotation file like any other: its sidecar goes with it.
     viewer3, widget3 = open_viewer(image_file, labels=find_autosave(image_file),
                                    viewer=make_napari_viewer())
