@@ -334,8 +334,10 @@ def test_an_empty_slice_stops_the_labels(
 
 
 def test_autosave_while_painting_and_restore(
-    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], caplog
 ) -> None:
+    import logging
+
     from sparseseg.napari.autosave import autosaved_empty_slices
 
     image_file, label_file = phantom_files
@@ -353,7 +355,10 @@ def test_autosave_while_painting_and_restore(
     assert np.array_equal(to_display(saved.array)[k], truth[k])
 
     # the viewer "crashed": a new session on the same image opens the autosave
+    caplog.set_level(logging.INFO, logger="sparseseg.napari.session")
     viewer2, widget2 = open_viewer(image_file, viewer=make_napari_viewer())
+    assert "restoring the autosaved painted slices" in caplog.text
+    caplog.clear()
     assert np.array_equal(widget2.labels_layer.data, to_display(saved.array))
     assert widget2.painted_slices == [k, end]  # the empty slice is not forgotten
     assert widget2.restore_button.isEnabled()
@@ -366,6 +371,7 @@ def test_autosave_while_painting_and_restore(
     viewer3, widget3 = open_viewer(image_file, labels=find_autosave(image_file),
                                    viewer=make_napari_viewer())
     assert widget3.painted_slices == [k, end]
+    assert "restoring the autosaved" not in caplog.text  # labels given, not restored
     want = oneseg.propagate(image=image_file, annotation=find_autosave(image_file),
                             method="copy").array
     assert not want[:, :, end:].any() and want[:, :, end - 1].any()

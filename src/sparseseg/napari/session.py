@@ -59,12 +59,12 @@ def open_viewer(
     empty: list[int] = []
     if labels is None:
         labels = find_autosave(image)
-        empty = autosaved_empty_slices(image) if labels is not None else []
-    elif empty_slices_file(labels).is_file():  # its slices annotated empty
-        empty = read_empty_slices(empty_slices_file(labels))
         if labels is not None:
             log.info("restoring the autosaved painted slices %s (--labels to open another)",
                      labels)
+            empty = autosaved_empty_slices(image)
+    elif empty_slices_file(labels).is_file():  # its slices annotated empty
+        empty = read_empty_slices(empty_slices_file(labels))
     if labels is not None:
         label_volume = read_label(labels)
         if not label_volume.same_geometry(volume):
