@@ -129,8 +129,7 @@ def _score(pred: np.ndarray, mask: np.ndarray) -> float:
 
 def _propagate(model: OneSegModel, image: Volume, ann: SliceAnnotation, method: str,
                fusion: str, intensity_weight: float = INTENSITY_WEIGHT) -> np.ndarray:
-    drawn = [k for k in ann.indices if ann.slices[k].any()]
-    if method == "interpolation" and len(drawn) < 2:
+    if method == "interpolation" and len(ann.drawn_slices(1)) < 2:
         # A suggestion outside the structure left one drawn slice (and an empty one):
         # nothing to interpolate, the result is the drawn slice.
         return ann.volume()

@@ -57,6 +57,10 @@ class PaintedSlices:
         """The painted slices of ``data``, every other slice zero (layer order)."""
         return painted_only(data, self.slices)
 
+    def empty(self, data: np.ndarray) -> list[int]:
+        """The painted slices of ``data`` that hold no label (painted empty), sorted."""
+        return sorted(self.slices - set(labeled_slices(self.annotation(data))))
+
 
 def labeled_slices(data: np.ndarray) -> list[int]:
     """Slices of layer data that hold any label."""

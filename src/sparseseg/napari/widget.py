@@ -58,7 +58,7 @@ from sparseseg.napari.layers import (
     layer_volume,
     to_display,
 )
-from sparseseg.napari.painting import PaintedSlices, keep_painted, labeled_slices, painted_only
+from sparseseg.napari.painting import PaintedSlices, keep_painted, labeled_slices
 
 if TYPE_CHECKING:
     import napari
@@ -441,9 +441,8 @@ class AnnotationWidget(QWidget):
         if labels.data.shape != image_layer.data.shape:
             return None
         tracker.update(labels.data)
-        painted = tracker.annotation(labels.data)
-        empty = sorted(tracker.slices - set(labeled_slices(painted)))
-        annotation = from_display(painted)
+        empty = tracker.empty(labels.data)
+        annotation = from_display(tracker.annotation(labels.data))
         spacing, origin, direction, _ = layer_geometry(image_layer.scale, image_layer.metadata)
         reference = Volume(annotation, spacing, origin, direction)
         from napari.qt.threading import create_worker
@@ -689,10 +688,9 @@ class AnnotationWidget(QWidget):
         tracker.update(labels.data)  # strokes made while the worker ran stay painted
         self._replace(labels, keep_painted(result, labels.data, tracker.slices))
         filled = len(labeled_slices(labels.data))
-        drawn = set(labeled_slices(painted_only(labels.data, tracker.slices)))
-        empty = sorted(tracker.slices - drawn)
+        empty = tracker.empty(labels.data)
         self._set_status(
-            f"propagated ({how}) from slice(s) {_ranges(sorted(drawn))}"
+            f"propagated ({how}) from slice(s) {_ranges(sorted(tracker.slices - set(empty)))}"
             f"{f' (empty: {_ranges(empty)})' if empty else ''} in "
             f"{self._elapsed()}: {filled} labeled slices; correct any slice and Propagate again"
         )

@@ -85,6 +85,10 @@ class SliceAnnotation:
             values.update(int(v) for v in np.unique(s) if v != 0)
         return sorted(values)
 
+    def drawn_slices(self, value: int) -> list[int]:
+        """Slices on which ``value`` is drawn, sorted."""
+        return [k for k in self.indices if (self.slices[k] == value).any()]
+
     def key_slices(self, value: int) -> list[int]:
         """Slices on which ``value`` is drawn, and those annotated empty, sorted."""
         return [k for k in self.indices

@@ -34,8 +34,7 @@ def interpolate(annotation: SliceAnnotation, *, axis: int = SLICE_AXIS) -> np.nd
     import itkwasm
     from itkwasm_morphological_contour_interpolation import morphological_contour_interpolation
 
-    single = [v for v in annotation.labels()
-              if sum(bool((annotation.slices[k] == v).any()) for k in annotation.indices) < 2]
+    single = [v for v in annotation.labels() if len(annotation.drawn_slices(v)) < 2]
     if single:
         raise InputError(
             f"interpolation needs each label on at least 2 annotated slices; label(s) "
