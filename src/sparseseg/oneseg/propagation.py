@@ -378,21 +378,22 @@ class _GroupRun:
         for a, b in zip(keys[:-1], keys[1:], strict=True):
             if b - a < 2:
                 continue
-            fusion = self.fusion
             # The backward chain is kept as links (OneSeg's: feature-grid scores), not as
             # full-size probabilities, until the forward chain reaches each slice.
             backward = {k: link for k, link, _ in self._chain(b, a, -1)}
             for k, fwd, raw in self._chain(a, b, 1):
-                self._fuse(k, a, b, self._probs(fwd, raw), fwd, backward.pop(k, None), fusion)
+                self._fuse(k, a, b, self._probs(fwd, raw), fwd, backward.pop(k, None))
             for k, bwd in backward.items():  # the forward chain stopped before these
-                self._fuse(k, a, b, self._probs(None), None, bwd, fusion)
+                self._fuse(k, a, b, self._probs(None), None, bwd)
 
     def _fuse(self, k: int, a: int, b: int, pf: np.ndarray, fwd: _Link | None,
-              bwd: _Link | None, fusion: str) -> None:
+              bwd: _Link | None) -> None:
         """Join the forward chain's probabilities ``pf`` (link ``fwd``) with the backward
-        chain's link ``bwd`` on slice ``k`` between annotated slices ``a < b``."""
+        chain's link ``bwd`` on slice ``k`` between annotated slices ``a < b``
+        (``self.fusion``)."""
         pb = self._probs(bwd)
         wf = (b - k) / (b - a)
+        fusion = self.fusion
         if fusion == "nearest":
             probs = pf if wf > 0.5 else pb if wf < 0.5 else 0.5 * (pf + pb)
         elif fusion == "distance":
