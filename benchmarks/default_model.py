@@ -4,13 +4,15 @@ Four measurements, each optional (``--parts``):
 
 * ``leftatrium``: one slice (the atrium's middle slice) propagated on the held-out LeftAtrium
   cases (those after the first ``--train``) with the default model, the default model adapted
-  to that slice (guided test-time adaptation), and ``--reference-model`` (e.g. one trained on
-  the first 30 LeftAtrium images only).
+  to that slice (guided test-time adaptation), the default model with its batch-norm
+  statistics re-estimated on the volume (``norm``), and ``--reference-model`` (e.g. one
+  trained on the first 30 LeftAtrium images only).
 * ``abdomen``: each AbdomenTS organ (CT and MR) from its largest slice, with the default model,
   the default model adapted to the volume (test-time adaptation, once per volume): guided by
-  the annotated slices of all organs, and label-free (``self``) for each of ``--adapt``
-  seconds; chained demons registration; and the hybrid of OneSeg and registration
-  (``--method hybrid``) with the default and the guided model.
+  the annotated slices of all organs, its batch-norm statistics re-estimated (``norm``), and
+  label-free (``self``) for each of ``--adapt`` seconds; chained demons registration; and the
+  hybrid of OneSeg and registration (``--method hybrid``) with the default, the guided and
+  the ``norm`` model.
 * ``select``: on AbdomenTS, where the start slice lands. Organ-blind selection (the most
   representative slice of the volume) against organ-aware selection given a rough mark of the
   organ on the slice a quarter into its extent (``oneseg select --annotation``); each start's
@@ -86,6 +88,8 @@ def leftatrium(args: argparse.Namespace, model: OneSegModel) -> list[dict]:
         k = organ_starts(mask)["middle"]
         models["guided"] = oneseg.adapt(model=model, image=image, seconds=GUIDED_CAP,
                                         annotation=one_slice(mask, k), device="cpu")
+        models["norm"] = oneseg.adapt(model=model, image=image, seconds=GUIDED_CAP,
+                                      mode="norm", device="cpu")
         for name, m in models.items():
             rows.append({"part": "leftatrium", "case": case.name, "organ": "atrium",
                          "variant": name, "start": k, "dice": propagate_dice(m, image, mask, k)})
@@ -106,8 +110,10 @@ def abdomen(args: argparse.Namespace, model: OneSegModel) -> list[dict]:
             annotation[drawn] = organ
         guided = oneseg.adapt(model=model, image=image, seconds=GUIDED_CAP,
                               annotation=annotation, device="cpu")
-        variants = {"default": model, "registration": None, "guided": guided,
-                    "hybrid": model, "hybrid guided": guided}
+        norm = oneseg.adapt(model=model, image=image, seconds=GUIDED_CAP, mode="norm",
+                            device="cpu")
+        variants = {"default": model, "registration": None, "guided": guided, "norm": norm,
+                    "hybrid": model, "hybrid guided": guided, "hybrid norm": norm}
         for s in seconds:
             variants[f"self {s:g}s"] = oneseg.adapt(model=model, image=image, seconds=s,
                                                     mode="self", device="cpu")

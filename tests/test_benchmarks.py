@@ -488,11 +488,14 @@ def test_default_model_benchmark(tmp_path):
     rows = read_rows(tmp_path / "default_model.csv")
     atrium = [r for r in rows if r["part"] == "leftatrium"]
     assert [(r["case"], r["variant"]) for r in atrium] == [("la_lh4fvu3t", "default"),
-                                                            ("la_lh4fvu3t", "guided")]
+                                                            ("la_lh4fvu3t", "guided"),
+                                                            ("la_lh4fvu3t", "norm")]
     assert {int(r["start"]) for r in atrium} == {53}  # the atrium's middle slice
-    # Measured 0.859 with the shipped model, 0.838 adapted to the slice.
-    assert [float(r["dice"]) > 0.8 for r in atrium] == [True, True]
-    assert atrium[0]["dice"] != atrium[1]["dice"]  # the adapted model is another model
+    # Measured 0.867 with the shipped model, 0.850 adapted to the slice, 0.863 with the
+    # volume's batch-norm statistics (2026-12-07).
+    assert [float(r["dice"]) > 0.8 for r in atrium] == [True, True, True]
+    dices = [r["dice"] for r in atrium]
+    assert len(set(dices)) == 3  # each adapted model is another model
     speed = {r["variant"]: float(r["seconds"]) for r in rows if r["part"] == "speed"}
     assert set(speed) == {"sparseseg --help", "oneseg propagate"}
     assert all(s > 0 for s in speed.values())

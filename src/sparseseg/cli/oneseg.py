@@ -343,10 +343,11 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
         "gains)",
     )
     parser.add_argument(
-        "--adapt-mode", choices=("guided", "self"), default="guided",
+        "--adapt-mode", choices=("guided", "norm", "self"), default="guided",
         help="guided (default): 10 steps that make the annotated labels survive a copy to "
-        "neighbouring slices and back (2-4 s on 2 cores); self: OneSeg's label-free "
-        "training loss for SECONDS",
+        "neighbouring slices and back (2-4 s on 2 cores); norm: the network's batch-norm "
+        "statistics re-estimated on this volume (no labels, one pass, about 1 s; any "
+        "SECONDS > 0 turns it on); self: OneSeg's label-free training loss for SECONDS",
     )
 
 

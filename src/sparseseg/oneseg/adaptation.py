@@ -6,9 +6,10 @@ sampling, cycle consistency; :mod:`sparseseg.oneseg.training`) on that volume's 
 a fixed time budget, starting from the given model's weights. The given model is left as it
 was; the adapted copy is used for this volume only.
 
-Batch-norm statistics are kept frozen (the layers stay in evaluation mode): one volume's
-slices are too few and too alike to re-estimate them, and the shipped statistics are what the
-rest of the network was trained with. Only the weights move, with a small learning rate.
+Batch-norm statistics are kept frozen (the layers stay in evaluation mode) while the weights
+move, with a small learning rate: they are what the rest of the network was trained with.
+Re-estimating them on the volume, with no weight moved, is a mode of its own
+(:mod:`sparseseg.oneseg.norm_adaptation`), and the better one measured.
 """
 
 from __future__ import annotations
