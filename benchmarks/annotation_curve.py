@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "structure's extent (= uniform with 1 slice) or its largest-area slice")
     parser.add_argument("--criterion", default="gain",
                         help="suggest criterion (gain, uncertainty, distance)")
+    parser.add_argument("--cross-check", default=None, metavar="METHOD",
+                        help="suggest with --cross-check METHOD (its disagreement added to "
+                        "the doubt; not for METHOD's own curve)")
     parser.add_argument("--fusion", default="union", help="fusion between slices")
     parser.add_argument("--mark-ends", action="store_true",
                         help="also annotate the first slice past each end of the structure "
@@ -142,9 +145,9 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
                    strategies: list[str], reg_strategies: set[str], n_max: int,
                    criterion: str, fusion: str, seed: int, start_at: str = "middle",
                    intensity_weight: float = INTENSITY_WEIGHT,
-                   mark_ends: bool = False) -> list[dict]:
+                   mark_ends: bool = False, cross_check: str | None = None) -> list[dict]:
     """All rows of one structure of one case (``mark_ends``: :func:`end_marks` annotated
-    empty in every annotation)."""
+    empty in every annotation; ``cross_check``: as for ``oneseg.suggest``)."""
     stack = np.moveaxis(mask, SLICE_AXIS, 0)
     present = np.flatnonzero(stack.reshape(stack.shape[0], -1).any(axis=1))
     lo, hi = int(present[0]), int(present[-1])
@@ -161,9 +164,10 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
             if method == "registration" and strategy not in reg_strategies:
                 continue
             if strategy == "suggest" and method != "interpolation":
-                curve, suggested[method] = _suggest_curve(model, image, mask, method, start,
-                                                          n_max, criterion, fusion,
-                                                          intensity_weight, ends)
+                curve, suggested[method] = _suggest_curve(
+                    model, image, mask, method, start, n_max, criterion, fusion,
+                    intensity_weight, ends,
+                    cross_check if cross_check != method else None)
                 rows += curve
                 continue
             if strategy == "suggest" and "oneseg" not in suggested:
@@ -187,8 +191,8 @@ def structure_runs(model: OneSegModel, image: Volume, mask: np.ndarray, *, metho
 
 def _suggest_curve(model: OneSegModel, image: Volume, mask: np.ndarray, method: str,
                    start: int, n_max: int, criterion: str, fusion: str,
-                   intensity_weight: float = INTENSITY_WEIGHT, ends: list[int] = ()
-                   ) -> tuple[list[dict], list[int]]:
+                   intensity_weight: float = INTENSITY_WEIGHT, ends: list[int] = (),
+                   cross_check: str | None = None) -> tuple[list[dict], list[int]]:
     """Start at ``start``, then add the slice ``method``'s own propagation suggests, until
     ``n_max`` slices; the rows and the slices in the order they were added."""
     ks = [start]
@@ -198,7 +202,8 @@ def _suggest_curve(model: OneSegModel, image: Volume, mask: np.ndarray, method: 
         found = oneseg.suggest(model=model if method in MODEL_METHODS else None, image=image,
                                annotation=_annotation(mask, ks, ends), method=method,
                                criterion=criterion, fusion=fusion,
-                               intensity_weight=intensity_weight, device="cpu")
+                               intensity_weight=intensity_weight, cross_check=cross_check,
+                               device="cpu")
         rows.append({"method": method, "strategy": "suggest", "n": n,
                      "slices": " ".join(map(str, sorted(ks))),
                      "dice": _score(found.labels.array, mask),
@@ -261,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                                     fusion=args.fusion, seed=args.seed + ci,
                                     start_at=args.start,
                                     intensity_weight=args.intensity_weight,
-                                    mark_ends=args.mark_ends):
+                                    mark_ends=args.mark_ends,
+                                    cross_check=args.cross_check):
                 rows.append({"case": case.name, "structure": value or 1, **r})
                 logging.info("%s %s %s %s n=%d [%s] dice=%.3f %.1fs", case.name, value or 1,
                              r["method"], r["strategy"], r["n"], r["slices"], r["dice"],
@@ -276,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
           f"fusion {args.fusion}, intensity weight {args.intensity_weight:g}, "
           f"suggest criterion {args.criterion}, suggest and random "
           f"start at the {args.start} slice"
-          f"{'; the ends marked as empty slices' if args.mark_ends else ''})")
+          f"{'; the ends marked as empty slices' if args.mark_ends else ''}"
+          f"{f'; suggest cross-checked by {args.cross_check}' if args.cross_check else ''})")
     print(format_table(table, columns))
     chart = _plot.line_chart(
         {f"{r['method']} {r['strategy']}": (list(range(1, args.slices + 1)),

@@ -141,6 +141,61 @@ def test_suggest_distance_criterion_is_uniform_spacing(phantom) -> None:
     assert found.slice == image.shape[2] - 1
 
 
+def test_suggest_cross_check_adds_the_other_methods_disagreement(tiny_model: Path,
+                                                                  phantom) -> None:
+    from sparseseg.io.axes import to_slices
+    from sparseseg.oneseg.suggestion import CROSS_WEIGHT, expected_gain
+
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    # From one drawn slice the cross-check is not used (it moved the 2nd slice too far out).
+    one = _slices(truth, [(lo + hi) // 2], 1)
+    alone = oneseg.suggest(model=tiny_model, image=image, annotation=one, device="cpu")
+    same = oneseg.suggest(model=tiny_model, image=image, annotation=one, device="cpu",
+                          cross_check="copy")
+    assert np.array_equal(alone.scores, same.scores) and alone.slice == same.slice
+    ann = _slices(truth, [lo + (hi - lo) // 4, (lo + hi) // 2], 1)
+    plain = oneseg.suggest(model=tiny_model, image=image, annotation=ann, device="cpu")
+    checked = oneseg.suggest(model=tiny_model, image=image, annotation=ann, device="cpu",
+                             cross_check="copy")
+    copied = oneseg.propagate(image=image, annotation=ann, method="copy").array
+    xor = (to_slices(plain.labels.array) != to_slices(copied)).sum(axis=(1, 2))
+    assert xor.sum() > 0  # the copy and OneSeg disagree somewhere
+    r = plain.result
+    expected = expected_gain(r.uncertainty + r.disagreement + CROSS_WEIGHT * xor,
+                             r.annotation.indices)
+    finite = np.isfinite(checked.scores)
+    np.testing.assert_allclose(checked.scores[finite], expected[finite])
+    assert not np.allclose(checked.scores[finite], plain.scores[finite])
+    # The labels and the confidence stay those of the method itself.
+    assert np.array_equal(checked.labels.array, plain.labels.array)
+    assert np.array_equal(checked.confidence, plain.confidence)
+    for bad in ("oneseg", "interpolation", "magic"):
+        with pytest.raises(InputError, match="--cross-check needs a propagating method other "
+                                             "than 'oneseg'"):
+            oneseg.suggest(model=tiny_model, image=image, annotation=ann, cross_check=bad)
+
+
+def test_suggest_cli_cross_check(tiny_model: Path, phantom_folder: Path, phantom,
+                                 tmp_path: Path, capsys) -> None:
+    image, truth = phantom
+    lo, hi = _extent(truth == 1)
+    write_volume(tmp_path / "ann.nii.gz",
+                 _slices(truth, [lo + (hi - lo) // 4, (lo + hi) // 2], 1), image)
+    argv = ["-q", "oneseg", "suggest", "-m", str(tiny_model), "-i",
+            str(phantom_folder / "image.nii.gz"), "-a", str(tmp_path / "ann.nii.gz"),
+            "--json", "--device", "cpu", "--cross-check", "copy"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    api = oneseg.suggest(model=tiny_model, image=image, annotation=tmp_path / "ann.nii.gz",
+                         device="cpu", cross_check="copy")
+    assert printed["slice"] == api.slice
+    assert main([*argv[:-1], "oneseg"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sparseseg: error: --cross-check needs a propagating method other "
+                          "than 'oneseg'") and "\n" not in err
+
+
 def test_suggest_cli_json_and_confidence_table(tiny_model: Path, phantom_folder: Path,
                                                phantom, tmp_path: Path, capsys) -> None:
     image, truth = phantom

@@ -7,7 +7,12 @@ import pytest
 
 from sparseseg.oneseg.annotation import SliceAnnotation
 from sparseseg.oneseg.propagation import Propagation
-from sparseseg.oneseg.suggestion import expected_gain, slice_scores, suggest_slice
+from sparseseg.oneseg.suggestion import (
+    cross_check_doubt,
+    expected_gain,
+    slice_scores,
+    suggest_slice,
+)
 
 N = 12
 
@@ -42,3 +47,15 @@ def test_a_given_doubt_replaces_the_propagations_own():
     assert scores[0] == -np.inf and scores[4] == 1.0 and scores[10] == 0.0
     with pytest.raises(ValueError, match="doubt has 3 slices, the propagation 12"):
         slice_scores(result, "gain", np.zeros(3))
+
+
+def test_cross_check_doubt_counts_the_pixels_two_propagations_disagree_on():
+    a = np.zeros((3, 4, 4), np.uint8)
+    b = a.copy()
+    a[1, :2] = 1  # 8 pixels only in a
+    b[2, 0, 0] = 2  # 1 pixel only in b
+    a[0, 1, 1], b[0, 1, 1] = 1, 2  # labeled in both, with other values
+    assert cross_check_doubt(a, b).tolist() == [1.0, 8.0, 1.0]
+    assert cross_check_doubt(a, a).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="shapes"):
+        cross_check_doubt(a, b[:2])

@@ -208,6 +208,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help='print {"slice": K, "confidence": C, "annotated": [...]}')
     sug.add_argument("--confidence", default=None, metavar="FILE.csv",
                      help="also write per-slice confidence (one row per slice) to this CSV")
+    sug.add_argument("--cross-check", default=None, choices=PROPAGATOR_CHOICES,
+                     metavar="METHOD",
+                     help="also propagate with METHOD (e.g. registration, ~10 s more on a "
+                     "LeftAtrium volume) and count the pixels where the two disagree as doubt: "
+                     "it sees a label that vanishes confidently")
     sug.add_argument("--refiner", default=None, metavar="REFINER_DIR",
                      help="score the slices by the doubt of a network saved by 'oneseg refine "
                      "--save-model' (for a dataset whose labels are refined) instead of the "
@@ -456,6 +461,7 @@ def run_suggest(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         confidence=args.confidence,
         refiner=args.refiner,
+        cross_check=args.cross_check,
     )
     if args.json:
         print(json.dumps({"slice": found.slice,
