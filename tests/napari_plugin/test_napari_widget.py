@@ -236,6 +236,39 @@ def test_suggest_moves_the_viewer(
     assert np.array_equal(widget.labels_layer.data[k], truth[k])
 
 
+def test_suggest_cross_checked_by_registration(
+    make_napari_viewer, qtbot, phantom_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from sparseseg.napari.tasks import suggest_slice
+
+    image_file, label_file = phantom_files
+    viewer, widget = _open(make_napari_viewer, image_file)
+    truth, k = _paint_largest(qtbot, widget, label_file)
+    labeled = labeled_slices(truth)
+    k2 = int(labeled[len(labeled) // 4])
+    _paint(qtbot, widget, k2, truth)
+    assert widget.cross_check_box.isEnabled() and widget.cross_check is None
+    widget.cross_check_box.setChecked(True)
+    assert widget.cross_check == "registration"
+    _click(qtbot, widget, widget.suggest_button)
+    moved = viewer.dims.current_step[SLIDER_AXIS]
+    image = read_volume(image_file)
+    annotation = np.zeros_like(truth)
+    annotation[[k, k2]] = truth[[k, k2]]
+    want = {c: suggest_slice(image=image, annotation=annotation, model=widget.model,
+                             method="oneseg", painted=[k, k2], cross_check=c).slice
+            for c in (None, "registration")}
+    assert moved == want["registration"] != want[None], (widget.status, want)
+    assert "registration disagrees" in widget.status, widget.status
+    assert moved not in (k, k2)
+    viewer.screenshot(str(tmp_path / "cross_check.png"), canvas_only=False)
+    for method, enabled in (("registration", False), ("interpolation", False), ("copy", True),
+                            ("hybrid", True)):
+        widget.method_combo.setCurrentText(method)
+        assert widget.cross_check_box.isEnabled() == enabled, method
+        assert (widget.cross_check is not None) == enabled, method
+
+
 def test_suggest_without_a_model_is_the_middle_slice(
     make_napari_viewer, qtbot, phantom_files: tuple[Path, Path]
 ) -> None:

@@ -154,6 +154,7 @@ def test_suggest_cross_check_adds_the_other_methods_disagreement(tiny_model: Pat
     same = oneseg.suggest(model=tiny_model, image=image, annotation=one, device="cpu",
                           cross_check="copy")
     assert np.array_equal(alone.scores, same.scores) and alone.slice == same.slice
+    assert same.cross_checked is False and alone.cross_checked is False
     ann = _slices(truth, [lo + (hi - lo) // 4, (lo + hi) // 2], 1)
     plain = oneseg.suggest(model=tiny_model, image=image, annotation=ann, device="cpu")
     checked = oneseg.suggest(model=tiny_model, image=image, annotation=ann, device="cpu",
@@ -167,6 +168,7 @@ def test_suggest_cross_check_adds_the_other_methods_disagreement(tiny_model: Pat
     finite = np.isfinite(checked.scores)
     np.testing.assert_allclose(checked.scores[finite], expected[finite])
     assert not np.allclose(checked.scores[finite], plain.scores[finite])
+    assert checked.cross_checked is True
     # The labels and the confidence stay those of the method itself.
     assert np.array_equal(checked.labels.array, plain.labels.array)
     assert np.array_equal(checked.confidence, plain.confidence)

@@ -44,11 +44,12 @@ class SliceSuggestion:
         slice: Index along sparseseg's slice axis (the napari slider).
         how: ``select`` (model's choice on an empty annotation), ``middle`` (middle of the
             slices holding structure, without a model), ``suggest`` (least confident slice
-            of the propagation of the annotation) or ``refined`` (the slice a refinement
-            network doubts most).
-        confidence: One value per slice (``suggest`` only).
-        labels: The propagated labels in layer order (``suggest`` and ``refined``; refined
-            labels for ``refined``).
+            of the propagation of the annotation), ``cross-checked`` (the same, with a
+            registration's disagreement added to the doubt) or ``refined`` (the slice a
+            refinement network doubts most).
+        confidence: One value per slice (``suggest`` and ``cross-checked``).
+        labels: The propagated labels in layer order (``suggest``, ``cross-checked`` and
+            ``refined``; refined labels for ``refined``).
     """
 
     slice: int
@@ -183,6 +184,7 @@ def suggest_slice(
     intensity_weight: float | None = None,
     hybrid_weight: float = HYBRID_WEIGHT,
     refiner: str | Path | None = None,
+    cross_check: str | None = None,
 ) -> SliceSuggestion:
     """The slice to paint next.
 
@@ -203,6 +205,8 @@ def suggest_slice(
         intensity_weight: As for :func:`propagate_labels`.
         hybrid_weight: As for :func:`propagate_labels`.
         refiner: As for :func:`propagate_labels` (not used before anything is painted).
+        cross_check: A second method whose disagreement counts as doubt
+            (:func:`sparseseg.oneseg.suggest`; from two painted slices on).
 
     Raises:
         SparsesegError: Bad model or refiner folder or annotation, or no ``suggest`` in this
@@ -222,9 +226,11 @@ def suggest_slice(
                            intensity_weight=_weight(intensity_weight),
                            hybrid_weight=hybrid_weight,
                            device=device, progress=progress or False,
-                           refiner=_folder(refiner))
+                           refiner=_folder(refiner), cross_check=cross_check)
     # With a refiner the confidence would be the propagation's, not the network's: none.
-    return SliceSuggestion(int(found.slice), "suggest" if refiner is None else "refined",
+    how = ("refined" if refiner is not None else "cross-checked" if found.cross_checked
+           else "suggest")
+    return SliceSuggestion(int(found.slice), how,
                            None if refiner is not None else np.asarray(found.confidence),
                            to_display(found.labels.array))
 

@@ -9,6 +9,8 @@ viewer to the slice to paint next. With **adapt the model to my slices** ticked,
 model is first tuned to the painted slices (guided test-time adaptation, 1-5 s). With **use
 the image's intensities** ticked (the default), the final labels also weigh each label's
 intensities inside and around its painted outlines (:mod:`sparseseg.oneseg.intensity`). With
+**suggest: cross-check with registration** ticked, **Suggest slice** also weighs where a
+registration of the painted slices disagrees (``oneseg suggest --cross-check``). With
 the ``hybrid`` method, **OneSeg share** sets OneSeg's part of each step's mix (the rest is
 registration's, :mod:`sparseseg.oneseg.hybrid`). **Save**
 writes the labels as NIfTI in the image's geometry, atomically. Work runs in a worker thread
@@ -71,6 +73,10 @@ needs one of the first four, which propagate slice by slice)."""
 
 INTENSITY_METHODS = ("oneseg", "hybrid", "registration")
 """Methods whose labels the intensity decision refines."""
+
+CROSS_CHECK_METHODS = ("oneseg", "hybrid", "copy")
+"""Methods whose suggestion can be cross-checked by registration (a propagating method other
+than registration itself)."""
 
 AUTOSAVE_DELAY = 2.0
 """Seconds after the last stroke before the painted slices are autosaved."""
@@ -165,6 +171,16 @@ class AnnotationWidget(QWidget):
         self.method_combo.currentTextChanged.connect(
             lambda m: self.intensity_check.setEnabled(m in INTENSITY_METHODS))
         self.intensity_check.setEnabled(self.method in INTENSITY_METHODS)
+        self.cross_check_box = QCheckBox("suggest: cross-check with registration")
+        self.cross_check_box.setToolTip(
+            "from the second painted slice on, Suggest slice also propagates by registration "
+            "and counts where the two disagree as doubt: it finds where the label is dropped "
+            "while the structure goes on (LeftAtrium, 3rd slice: 0.881 Dice against 0.877; "
+            "about 20 s more on an 88-slice volume)"
+        )
+        self.method_combo.currentTextChanged.connect(
+            lambda m: self.cross_check_box.setEnabled(m in CROSS_CHECK_METHODS))
+        self.cross_check_box.setEnabled(self.method in CROSS_CHECK_METHODS)
         if hybrid_weight is not None and not 0.0 <= hybrid_weight <= 1.0:  # nan too
             raise InputError(f"the hybrid's OneSeg share must lie in [0, 1], got {hybrid_weight}")
         self.hybrid_spin = QDoubleSpinBox()
@@ -241,6 +257,7 @@ class AnnotationWidget(QWidget):
         form.addRow("OneSeg share", self.hybrid_spin)
         form.addRow("", self.adapt_check)
         form.addRow("", self.intensity_check)
+        form.addRow("", self.cross_check_box)
         form.addRow("refiner", _row(self.refiner_edit, refiner_browse))
         form.addRow("image", self.image_combo)
         form.addRow("labels", _row(self.labels_combo, new_labels))
@@ -358,7 +375,8 @@ class AnnotationWidget(QWidget):
                      method=self.method, device=self.device, progress=self.progressed.emit,
                      painted=sorted(tracker.slices), adapt=self.adapt,
                      intensity_weight=self.intensity_weight,
-                     hybrid_weight=self.hybrid_weight, refiner=self.refiner),
+                     hybrid_weight=self.hybrid_weight, refiner=self.refiner,
+                     cross_check=self.cross_check),
                 self._suggested,
                 "finding the slice to paint",
             )
@@ -494,6 +512,12 @@ class AnnotationWidget(QWidget):
     def adapt(self) -> bool:
         """Whether OneSeg's model is first adapted to the painted slices."""
         return self.adapt_check.isChecked() and self.method in tasks.MODEL_METHODS
+
+    @property
+    def cross_check(self) -> str | None:
+        """``registration`` when **Suggest slice** cross-checks the propagation with it."""
+        checked = self.cross_check_box.isChecked() and self.method in CROSS_CHECK_METHODS
+        return "registration" if checked else None
 
     @property
     def hybrid_weight(self) -> float:
@@ -707,6 +731,7 @@ class AnnotationWidget(QWidget):
             "middle": "the middle of the slices holding structure (no model)",
             "suggest": "the propagation is least sure here",
             "refined": "the refinement network is least sure here",
+            "cross-checked": "the propagation is least sure or registration disagrees here",
         }[found.how]
         extra = ""
         if found.confidence is not None and 0 <= found.slice < len(found.confidence):

@@ -626,6 +626,8 @@ class Suggestion:
         labels: The propagated label volume the suggestion was read from (with a refiner,
             the refined labels, as :func:`propagate` gives them with that refiner).
         result: The full propagation record (per-slice uncertainty, disagreement, area).
+        cross_checked: Whether a second method's disagreement was part of the doubt
+            (``cross_check`` given and two slices holding a label).
     """
 
     slice: int
@@ -633,6 +635,7 @@ class Suggestion:
     confidence: np.ndarray
     labels: Volume
     result: Propagation
+    cross_checked: bool = False
 
     def table(self) -> list[dict[str, float | int | bool]]:
         """One row per slice: index, annotated, labeled pixels, confidence, score."""
@@ -741,7 +744,9 @@ def suggest(
     doubt, labels = None, result.labels
     if refined is not None:
         labels, doubt = _refine_with(refined, vol, ann, result.labels, doubt=True)
-    if cross_check is not None and sum(s.any() for s in ann.slices.values()) >= CROSS_MIN_SLICES:
+    cross_checked = (cross_check is not None
+                     and sum(bool(s.any()) for s in ann.slices.values()) >= CROSS_MIN_SLICES)
+    if cross_checked:
         other = _run(model=model, vol=vol, annotation=ann, method=cross_check, verify=False,
                      keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
                      progress=progress, intensity_weight=intensity_weight,
@@ -752,7 +757,7 @@ def suggest(
     found = Suggestion(slice=suggest_slice(result, criterion, doubt),
                        scores=slice_scores(result, criterion, doubt),
                        confidence=result.confidence, labels=vol.with_array(labels),
-                       result=result)
+                       result=result, cross_checked=cross_checked)
     if confidence is not None:
         _write_csv(Path(confidence), found.table())
     return found
