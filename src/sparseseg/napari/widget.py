@@ -157,9 +157,7 @@ class AnnotationWidget(QWidget):
             "abdominal MR +0.02 Dice with the image's intensities, +0.13 without; on CT it "
             "loses 0.02)"
         )
-        self.method_combo.currentTextChanged.connect(
-            lambda m: self.adapt_check.setEnabled(m in tasks.MODEL_METHODS))
-        self.adapt_check.setEnabled(self.method in tasks.MODEL_METHODS)
+        self._enable_for(self.adapt_check, tasks.MODEL_METHODS)
         self.intensity_check = QCheckBox("use the image's intensities")
         self.intensity_check.setChecked(True)
         self.intensity_check.setToolTip(
@@ -168,9 +166,7 @@ class AnnotationWidget(QWidget):
             "slice); untick for the propagation's labels alone. Not used by copy and "
             "interpolation"
         )
-        self.method_combo.currentTextChanged.connect(
-            lambda m: self.intensity_check.setEnabled(m in INTENSITY_METHODS))
-        self.intensity_check.setEnabled(self.method in INTENSITY_METHODS)
+        self._enable_for(self.intensity_check, INTENSITY_METHODS)
         self.cross_check_box = QCheckBox("suggest: cross-check with registration")
         self.cross_check_box.setToolTip(
             "from the second painted slice on, Suggest slice also propagates by registration "
@@ -178,9 +174,7 @@ class AnnotationWidget(QWidget):
             "while the structure goes on (LeftAtrium, 3rd slice: 0.881 Dice against 0.877; "
             "about 20 s more on an 88-slice volume)"
         )
-        self.method_combo.currentTextChanged.connect(
-            lambda m: self.cross_check_box.setEnabled(m in CROSS_CHECK_METHODS))
-        self.cross_check_box.setEnabled(self.method in CROSS_CHECK_METHODS)
+        self._enable_for(self.cross_check_box, CROSS_CHECK_METHODS)
         if hybrid_weight is not None and not 0.0 <= hybrid_weight <= 1.0:  # nan too
             raise InputError(f"the hybrid's OneSeg share must lie in [0, 1], got {hybrid_weight}")
         self.hybrid_spin = QDoubleSpinBox()
@@ -529,6 +523,11 @@ class AnnotationWidget(QWidget):
         """The intensity weight of the label decision (``None``: sparseseg's default; ``0``:
         the propagation's labels alone)."""
         return None if self.intensity_check.isChecked() else 0.0
+
+    def _enable_for(self, box: QCheckBox, methods: tuple[str, ...]) -> None:
+        """Keep ``box`` enabled only while the chosen method is one of ``methods``."""
+        self.method_combo.currentTextChanged.connect(lambda m: box.setEnabled(m in methods))
+        box.setEnabled(self.method in methods)
 
     def _model_changed(self, text: str) -> None:
         if not text.strip() and self.method in tasks.MODEL_METHODS:
