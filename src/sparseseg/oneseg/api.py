@@ -704,8 +704,8 @@ def suggest(
         cross_check: Also propagate by this other method (e.g. ``registration``) and add the
             pixels where the two disagree to each slice's doubt, weighted by
             :data:`~sparseseg.oneseg.suggestion.CROSS_WEIGHT`, once two slices hold a label
-            (measured on LeftAtrium in docs/benchmarks.md; a registration costs ~10 s on a
-            LeftAtrium volume).
+            (measured on LeftAtrium in docs/benchmarks.md; a registration costs about 20 s on
+            a LeftAtrium volume).
 
     Returns:
         The suggestion, with per-slice confidence and the propagated labels.
@@ -747,10 +747,11 @@ def suggest(
     cross_checked = (cross_check is not None
                      and sum(bool(s.any()) for s in ann.slices.values()) >= CROSS_MIN_SLICES)
     if cross_checked:
+        other_adapt = adapt if cross_check in MODEL_METHODS else 0.0  # registration has none
         other = _run(model=model, vol=vol, annotation=ann, method=cross_check, verify=False,
                      keep_largest=keep_largest, anchor=anchor, fusion=fusion, device=device,
-                     progress=progress, intensity_weight=intensity_weight,
-                     hybrid_weight=hybrid_weight)
+                     progress=progress, adapt_seconds=other_adapt, adapt_mode=adapt_mode,
+                     intensity_weight=intensity_weight, hybrid_weight=hybrid_weight)
         own = result.uncertainty + result.disagreement if doubt is None else doubt
         doubt = own + CROSS_WEIGHT * cross_check_doubt(to_slices(result.labels),
                                                        to_slices(other.labels))
