@@ -267,6 +267,11 @@ def test_suggest_cross_checked_by_registration(
         widget.method_combo.setCurrentText(method)
         assert widget.cross_check_box.isEnabled() == enabled, method
         assert (widget.cross_check is not None) == enabled, method
+    # The widget's list (a copy: no torch at import) is the core's propagators but registration.
+    from sparseseg.napari.widget import CROSS_CHECK_METHODS
+    from sparseseg.oneseg.baselines import PROPAGATORS
+
+    assert tuple(m for m in PROPAGATORS if m != "registration") == CROSS_CHECK_METHODS
 
 
 def test_suggest_without_a_model_is_the_middle_slice(

@@ -62,6 +62,7 @@ def test_adapt_norm_is_reproducible_and_refuses_too_few_slices(tiny_model: Path,
     assert not torch.equal(runs[0], runs[2])  # another order, other batches
     # A last batch of one slice is merged into the one before (no spread of its own).
     odd = adapt_norm(model, slices[:9], batch_size=4)
+    assert int(odd.net.encoder.stem[1].num_batches_tracked) == 2  # 4 + 5, not 4 + 4 + 1
     assert torch.isfinite(odd.net.encoder.stem[1].running_var).all()
     with pytest.raises(ValueError, match="two slices"):
         adapt_norm(model, slices[:1])

@@ -210,7 +210,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="also write per-slice confidence (one row per slice) to this CSV")
     sug.add_argument("--cross-check", default=None, choices=PROPAGATOR_CHOICES,
                      metavar="METHOD",
-                     help="also propagate with METHOD (e.g. registration, ~10 s more on a "
+                     help="also propagate with METHOD (e.g. registration, about 15 s more on a "
                      "LeftAtrium volume) and count the pixels where the two disagree as doubt: "
                      "it sees a label that vanishes confidently")
     sug.add_argument("--refiner", default=None, metavar="REFINER_DIR",

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from sparseseg.oneseg.model import OneSegModel
+from sparseseg.oneseg.norm_adaptation import norm_layers
 from sparseseg.oneseg.training import OneSegTrainer, TrainConfig, TrainState
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,8 @@ class _FrozenNormTrainer(OneSegTrainer):
     """The OneSeg trainer with every batch-norm layer kept in evaluation mode."""
 
     def _freeze_norm(self) -> None:
-        for module in self.net.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+        for module in norm_layers(self.net):
+            module.eval()
 
     def _loss(self, prev: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor,
               ss_weight: float) -> torch.Tensor:
